@@ -1,0 +1,111 @@
+"""The ``raysweep`` console script: ``pretrain | unlearn | bench``.
+
+Every command takes a config path, ``key=value`` dotted overrides and ``--smoke-test``; no hyperparameter has a
+flag of its own.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from raysweep.config import SMOKE_TEST, Config, ConfigError, load_config
+
+DEFAULT_CONFIG = "experiments/configs/mae_fmnist.yaml"
+
+
+def _config(args: argparse.Namespace) -> Config:
+    cfg = load_config(args.config, args.overrides)
+    if args.smoke_test:
+        cfg = cfg.replace(**SMOKE_TEST, smoke_test=True)
+    return cfg
+
+
+def format_table(m: dict) -> str:
+    """Original vs unlearned, retain / forget FID and IS, as a fixed-width table."""
+    cols = [("retain/fid", "retain FID (lower=better)"), ("forget/fid", "forget FID (higher=forgot)"),
+            ("retain/is", "retain IS"), ("forget/is", "forget IS")]
+    w = max(len(c[1]) for c in cols)
+    lines = [f"{'':<11}" + "".join(f"{name:>{w + 2}}" for _, name in cols)]
+    for label, prefix in (("original", "original/"), ("unlearned", "")):
+        lines.append(f"{label:<11}" + "".join(f"{m[prefix + k]:>{w + 2}.2f}" for k, _ in cols))
+    lines.append(f"{'ratio':<11}" + "".join(f"{m[k] / m['original/' + k]:>{w + 1}.2f}x" for k, _ in cols))
+    lines.append(f"extractor: {m.get('extractor')}   task: {m.get('task')}   "
+                 f"images per group: {m.get('eval_images_per_group')}")
+    return "\n".join(lines)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from raysweep.pretrain import ensure_extractor, ensure_original
+    cfg = _config(args)
+    orig = ensure_original(cfg)
+    ext = ensure_extractor(cfg)
+    print(f"original model: {orig or cfg.model.checkpoint}\nin-domain extractor: {ext}")
+    if orig is not None:
+        from raysweep.evaluate import write_reconstructions
+        grid = write_reconstructions(cfg, orig)
+        print(f"reconstructions of held-out images (input | masked | completion): {grid}")
+    return 0
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    from raysweep.runner import unlearn
+    cfg = _config(args)
+    run_dir, metrics = unlearn(cfg)
+    print(format_table(metrics))
+    print(f"run folder: {run_dir} (metrics.json, samples.png, unlearned.pt)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmarks live in the source checkout's ``benchmarks/`` (not in the installed package)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+    if not path.is_file():
+        print(f"raysweep: {path} not found; `raysweep bench` runs from a source checkout (pip install -e .)",
+              file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location("raysweep_bench_throughput", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main(_config(args), steps=args.steps)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="raysweep", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, fn, help_ in (("pretrain", cmd_pretrain, "train and cache the original model and the extractor"),
+                            ("unlearn", cmd_unlearn, "unlearn the forget classes and print the trade-off"),
+                            ("bench", cmd_bench, "throughput of the unlearning step: plain PyTorch vs Ray Train")):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default: {DEFAULT_CONFIG})")
+        s.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. unlearn.alpha=0.5")
+        s.add_argument("--smoke-test", action="store_true", help="tiny sizes: checks the pipeline in minutes")
+        if name == "bench":
+            s.add_argument("--steps", type=int, default=60, help="timed steps per runtime")
+        s.set_defaults(fn=fn)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"raysweep: config error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        # bad input found by the preflight checks (dataset, classes, splits, checkpoints): message, no traceback
+        from raysweep.data.datasets import DatasetNotFoundError
+        from raysweep.data.splits import EmptySplitError
+        from raysweep.models.checkpoints import CheckpointError
+        if isinstance(e, (DatasetNotFoundError, EmptySplitError, CheckpointError)) or type(e) is ValueError:
+            print(f"raysweep: {type(e).__name__}: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Labelled image datasets: Fashion-MNIST (the embedded default), image folders (ImageNet / Places layouts), synthetic.
+
+Every dataset yields ``(image, label)`` with ``image`` a float tensor ``[3, H, W]`` in [0, 1] and exposes ``labels``
+(a LongTensor over all items) so that splits can pick indices per class without decoding images.
+"""
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from raysweep.config import DataConfig
+from raysweep.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FMNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                  "Ankle boot")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset files could not be found or fetched; the message lists every place looked at."""
+
+
+class TensorImageDataset(Dataset):
+    """In-memory uint8 images ``[N, C, H, W]`` (C = 1 or 3) returned as float RGB in [0, 1]."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_names: list[str]):
+        assert images.dtype == torch.uint8 and images.ndim == 4, images.shape
+        self.images, self.labels, self.class_names = images, labels.long(), list(class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = self.images[i].float().div_(255.0)
+        if x.shape[0] == 1:
+            x = x.expand(3, -1, -1)
+        return x, int(self.labels[i])
+
+
+class ImageFolderDataset(Dataset):
+    """``root/<split>/<class folder>/*.jpg`` with class ids given by the order of ``class_names`` (paper §4.1:
+    100 forget + 100 retain ImageNet classes, 50 + 50 Places365 classes). Resize + center crop to ``size``."""
+
+    def __init__(self, root: Path, class_names: list[str], size: int):
+        if not class_names:
+            raise ValueError("data.class_names is empty: image_folder needs the folder name of every class id")
+        self.root, self.class_names, self.size = root, list(class_names), size
+        files, labels = [], []
+        for cid, name in enumerate(class_names):
+            folder = root / name
+            if not folder.is_dir():
+                raise DatasetNotFoundError(f"class folder {str(folder)!r} (class id {cid}) does not exist; "
+                                           f"data.class_names must name folders under {str(root)!r}")
+            found = sorted(p for p in folder.iterdir() if p.suffix in IMAGE_EXTENSIONS)
+            files += found
+            labels += [cid] * len(found)
+        self.files, self.labels = files, torch.tensor(labels, dtype=torch.long)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+        from torchvision.transforms import functional as TF
+        with Image.open(self.files[i]) as im:
+            im = im.convert("RGB")
+            im = TF.center_crop(TF.resize(im, self.size, interpolation=TF.InterpolationMode.BICUBIC), self.size)
+            return TF.to_tensor(im), int(self.labels[i])
+
+
+def _fmnist_candidates() -> list[Path]:
+    dirs = []
+    if os.environ.get("RAYSWEEP_DATA"):
+        base = Path(os.environ["RAYSWEEP_DATA"]).expanduser()
+        dirs += [base, base / "fashion-mnist", base / "FashionMNIST" / "raw"]
+    dirs.append(FMNIST_DEBIAN_DIR)
+    return dirs
+
+
+def _stage_fmnist() -> Path:
+    """Return a torchvision root holding ``FashionMNIST/raw/<4 idx files>``, staged from the first place that has them."""
+    root = cache_dir() / "data"
+    raw = root / "FashionMNIST" / "raw"
+    if all((raw / f).is_file() for f in FMNIST_FILES):
+        return root
+    looked = []
+    for d in _fmnist_candidates():
+        looked.append(str(d))
+        srcs = {}
+        for f in FMNIST_FILES:
+            for cand in (d / f, d / (f + ".gz")):
+                if cand.is_file():
+                    srcs[f] = cand
+                    break
+        if len(srcs) == len(FMNIST_FILES):
+            raw.mkdir(parents=True, exist_ok=True)
+            for f, src in srcs.items():
+                tmp = raw / (f + ".tmp")
+                opener = gzip.open if src.suffix == ".gz" else open
+                with opener(src, "rb") as fin, open(tmp, "wb") as fout:
+                    shutil.copyfileobj(fin, fout)
+                tmp.replace(raw / f)
+            log.info("staged Fashion-MNIST from %s", d)
+            return root
+    try:  # last resort: torchvision's own download (needs internet)
+        from torchvision.datasets import FashionMNIST
+        FashionMNIST(str(root), train=True, download=True)
+        FashionMNIST(str(root), train=False, download=True)
+        return root
+    except Exception as e:  # noqa: BLE001 - re-raised with the full list of places
+        raise DatasetNotFoundError(
+            "Fashion-MNIST not found. Looked for the four idx files (" + ", ".join(FMNIST_FILES) + ", optionally .gz) "
+            f"in: (1) $RAYSWEEP_DATA ({os.environ.get('RAYSWEEP_DATA') or 'unset'}); (2) {FMNIST_DEBIAN_DIR} "
+            "(Debian package: `apt-get install -y dataset-fashion-mnist`); (3) torchvision download into "
+            f"{root} failed: {type(e).__name__}: {e}. Fix: install the Debian package, or set RAYSWEEP_DATA to a "
+            f"folder with the files. (looked in {looked})") from e
+
+
+def fashion_mnist(train: bool, size: int) -> TensorImageDataset:
+    """Fashion-MNIST through torchvision's loader, as ``size``x``size`` images (grey, returned as RGB) in [0, 1]."""
+    from torchvision.datasets import FashionMNIST
+    root = _stage_fmnist()
+    ds = FashionMNIST(str(root), train=train, download=False)
+    x = ds.data.unsqueeze(1)                                   # [N, 1, 28, 28] uint8
+    if size != x.shape[-1]:
+        x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        x = x.round().clamp_(0, 255).to(torch.uint8)
+    return TensorImageDataset(x, ds.targets, list(FMNIST_CLASSES))
+
+
+def synthetic(train: bool, size: int, num_classes: int, per_class: int = 64, seed: int = 0) -> TensorImageDataset:
+    """Class-dependent shapes and colours plus noise: learnable in seconds, for tests."""
+    g = torch.Generator().manual_seed(seed + (0 if train else 1))
+    n = per_class * num_classes
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    imgs = torch.empty(n, 3, size, size)
+    for c in range(num_classes):
+        angle = 2 * torch.pi * c / num_classes
+        pattern = torch.sin(3 * (xx * torch.cos(torch.tensor(angle)) + yy * torch.sin(torch.tensor(angle))) * (1 + c % 3))
+        colour = torch.tensor([(c * 37 % 100) / 100, (c * 61 % 100) / 100, (c * 83 % 100) / 100]).view(3, 1, 1)
+        base = 0.5 + 0.35 * pattern.unsqueeze(0) * (0.5 + colour)
+        sel = labels == c
+        imgs[sel] = base + 0.05 * torch.randn(int(sel.sum()), 3, size, size, generator=g)
+    imgs = (imgs.clamp(0, 1) * 255).round().to(torch.uint8)
+    return TensorImageDataset(imgs, labels, [f"class{c}" for c in range(num_classes)])
+
+
+def load_dataset(cfg: DataConfig, train: bool) -> Dataset:
+    """The configured dataset's train or test split (class ids as in the config's class lists)."""
+    if cfg.dataset == "fashion_mnist":
+        ds = fashion_mnist(train, cfg.image_size)
+    elif cfg.dataset == "synthetic":
+        ds = synthetic(train, cfg.image_size, cfg.num_classes, seed=cfg.seed)
+    else:
+        root = Path(cfg.root).expanduser()
+        split = root / ("train" if train else "val")
+        if not split.is_dir():
+            raise DatasetNotFoundError(f"image_folder split {str(split)!r} not found; data.root must hold train/ "
+                                       "and val/ with one folder per class (ImageNet / Places365 layout)")
+        ds = ImageFolderDataset(split, cfg.class_names, cfg.image_size)
+    n = ds.num_classes
+    bad = [c for c in list(cfg.forget_classes) + list(cfg.retain_classes) if not 0 <= c < n]
+    if bad:
+        raise ValueError(f"class ids {bad} are out of range for {cfg.dataset}: valid ids are 0..{n - 1}")
+    return ds

@@ -1,0 +1,113 @@
+"""The end of an unlearning run (rank 0): evaluate the original and the unlearned model on the same held-out
+images, write ``metrics.json``, the sample grid and the unlearned weights into the run folder."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from raysweep.config import Config
+from raysweep.data.datasets import load_dataset
+from raysweep.data.masks import apply_mask
+from raysweep.data.splits import eval_split
+from raysweep.metrics import complete, evaluate, resolve_extractor
+from raysweep.models import get_family
+from raysweep.models.checkpoints import save_atomic
+
+log = logging.getLogger(__name__)
+METRICS_FILE, GRID_FILE, MODEL_FILE = "metrics.json", "samples.png", "unlearned.pt"
+
+
+def eval_groups(cfg: Config) -> dict[str, torch.Tensor]:
+    """The held-out retain and forget images (float ``[N, 3, H, W]``), fixed by the data config."""
+    test = load_dataset(cfg.data, train=False)
+    split = eval_split(test.labels, cfg.data)
+    return {g: torch.stack([test[i][0] for i in idx]) for g, idx in (("retain", split.retain),
+                                                                       ("forget", split.forget))}
+
+
+def original_metrics(cfg: Config, family, original: nn.Module, groups: dict[str, torch.Tensor], extractor,
+                     device: torch.device, cache: str | None) -> dict[str, float]:
+    """The original model's scores, cached (they are the same for every trial of a sweep)."""
+    if cache and Path(cache).is_file():
+        return json.loads(Path(cache).read_text())
+    m, _ = evaluate(family, original, groups, cfg.eval.task, extractor, device, cfg.eval.batch_size)
+    if cache:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(cache).with_suffix(".tmp")
+        tmp.write_text(json.dumps(m))
+        tmp.replace(cache)
+    return m
+
+
+def sample_grid(groups: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], original: dict[str, torch.Tensor],
+                unlearned: dict[str, torch.Tensor], n: int, path: Path) -> None:
+    """Rows of input | masked | original model | unlearned model, retain rows first, then forget rows."""
+    from torchvision.utils import save_image
+    tiles = []
+    for g in ("retain", "forget"):
+        for i in range(min(n, len(groups[g]))):
+            x = groups[g][i]
+            tiles += [x, apply_mask(x[None], masks[g][i][None], 0.5)[0], original[g][i], unlearned[g][i]]
+    save_image(torch.stack(tiles), path, nrow=4, padding=2, pad_value=1.0)
+
+
+def run_finisher(cfg: Config, rank: int, run_dir: str, original: str | None, extractor: str | None,
+                 extractor_label: str, original_cache: str | None = None,
+                 **_: object) -> Callable[[nn.Module, torch.device], dict | None]:
+    """``finish`` for the unlearn job: evaluate both models, write the run folder, return the flat metrics."""
+    def finish(model: nn.Module, device: torch.device) -> dict | None:
+        from raysweep.jobs import load_original
+        if rank != 0:
+            return None
+        out = Path(run_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        family = get_family(cfg.model.family)
+        ext = resolve_extractor(cfg.eval.extractor, extractor, extractor_label)
+        groups = eval_groups(cfg)
+        orig_model = load_original(cfg, original).to(device).eval()
+        orig = original_metrics(cfg, family, orig_model, groups, ext, device, original_cache)
+        new, outputs = evaluate(family, model, groups, cfg.eval.task, ext, device, cfg.eval.batch_size)
+        n = cfg.eval.grid_images
+        heads = {g: x[:n] for g, x in groups.items()}
+        orig_out, masks = {}, {}
+        for g, x in heads.items():
+            orig_out[g], masks[g] = complete(family, orig_model, x, cfg.eval.task, device)
+        sample_grid(heads, masks, orig_out, {g: o[:n] for g, o in outputs.items()}, n, out / GRID_FILE)
+        result = {**new, **{f"original/{k}": v for k, v in orig.items()}}
+        result["forget/fid_ratio"] = new["forget/fid"] / max(orig["forget/fid"], 1e-12)
+        result["retain/fid_ratio"] = new["retain/fid"] / max(orig["retain/fid"], 1e-12)
+        payload = {**result, "extractor": ext.label, "task": f"{cfg.eval.task.name}:{cfg.eval.task.ratio}",
+                   "eval_images_per_group": {g: len(x) for g, x in groups.items()}}
+        (out / METRICS_FILE).write_text(json.dumps(payload, indent=2))
+        save_atomic({"model": getattr(model, "module", model).state_dict(), "config": cfg.to_dict()},
+                    out / MODEL_FILE)
+        log.info("metrics written to %s", out / METRICS_FILE)
+        return payload
+
+    return finish
+
+
+def write_reconstructions(cfg: Config, original_path: Path, n: int = 8) -> Path:
+    """Completions by the pretrained original of held-out images, for the eval task and MAE-style random masking:
+    rows of input | masked | completion (saved next to the cached weights)."""
+    from torchvision.utils import save_image
+
+    from raysweep.config import TaskConfig
+    from raysweep.jobs import load_original
+    family = get_family(cfg.model.family)
+    model = load_original(cfg, str(original_path)).eval()
+    groups = eval_groups(cfg)
+    x = torch.cat([groups["retain"][:n // 2], groups["forget"][:n - n // 2]])
+    tiles = []
+    for task in (cfg.eval.task, TaskConfig("random", 0.75)):
+        out, masks = complete(family, model, x, task, torch.device("cpu"))
+        for i in range(len(x)):
+            tiles += [x[i], apply_mask(x[i][None], masks[i][None], 0.5)[0], out[i]]
+    path = Path(original_path).with_suffix(".png")
+    save_image(torch.stack(tiles), path, nrow=3, padding=2, pad_value=1.0)
+    return path

@@ -1,0 +1,180 @@
+"""What a training run optimises. The single loop in :mod:`raysweep.train` runs any of these jobs:
+
+- ``pretrain``: the original model on all classes with the family's own objective (embedded default);
+- ``extractor``: the in-domain classifier whose features give FID / IS offline;
+- ``unlearn``: Eq. 10 (or another ``unlearn.method``) on the encoder, decoder frozen.
+
+A job names its trainable module, the parameters to optimise, its dataset and a ``step`` returning
+``{"loss", ...}``; ``finish`` runs on rank 0 after the last epoch.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from raysweep.config import Config
+from raysweep.data.datasets import load_dataset
+from raysweep.data.masks import task_mask
+from raysweep.data.splits import pretrain_indices, unlearn_split
+from raysweep.metrics.extractors import InDomainClassifier
+from raysweep.models import get_family, unwrap
+from raysweep.models.checkpoints import read_state_dict, save_atomic
+from raysweep.unlearn.losses import METHODS
+from raysweep.unlearn.noise import sample_noise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """Optimiser and schedule settings of one job (AdamW, warmup + cosine, grad clip)."""
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    grad_clip: float | None = None
+    log_every: int = 50
+
+
+@dataclass
+class Job:
+    name: str
+    module: nn.Module                      # what gets wrapped in DDP
+    params: list[nn.Parameter]             # what the optimiser updates
+    dataset: Dataset
+    hyper: Hyper
+    step: Callable[[nn.Module, Any, torch.Generator], dict[str, torch.Tensor]]
+    finish: Callable[[nn.Module, torch.device], dict | None]
+    frozen: list[nn.Module] = dataclasses.field(default_factory=list)   # moved to the device, never trained
+
+
+class FlaggedSubset(Dataset):
+    """Items of ``base`` at ``indices`` as ``(image, is_forget)``."""
+
+    def __init__(self, base: Dataset, indices: list[int], flags: list[bool]):
+        self.base, self.indices, self.flags = base, indices, flags
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
+        return self.base[self.indices[i]][0], self.flags[i]
+
+
+def load_original(cfg: Config, original_path: str | None) -> nn.Module:
+    """The model before unlearning: an official checkpoint (``model.checkpoint``) or the raysweep-pretrained one."""
+    family = get_family(cfg.model.family)
+    model = family.build(cfg.model)
+    if not cfg.model.checkpoint:
+        if not original_path:
+            raise FileNotFoundError("no original model: set model.checkpoint or run `raysweep pretrain` first")
+        model.load_state_dict(read_state_dict(original_path, key="model"))
+    return model
+
+
+def pretrain_job(cfg: Config, output: str, **_: Any) -> Job:
+    family = get_family(cfg.model.family)
+    model = family.build(dataclasses.replace(cfg.model, checkpoint=None))
+    ds = load_dataset(cfg.data, train=True)
+    idx = pretrain_indices(ds.labels, cfg.data.pretrain_images_per_class, ds.num_classes, cfg.data.seed)
+    p = cfg.pretrain
+    hyper = Hyper(p.epochs, p.batch_size, p.lr, p.weight_decay, (0.9, 0.95), p.warmup_epochs, 0.0, 3.0, 50)
+
+    def step(m: nn.Module, batch: Any, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        return {"loss": family.pretrain_loss(m, batch[0], gen)}
+
+    def finish(m: nn.Module, device: torch.device) -> dict:
+        save_atomic({"model": unwrap(m).state_dict(), "config": cfg.to_dict()}, output)
+        return {"path": output}
+
+    return Job("pretrain", model, [q for q in model.parameters() if q.requires_grad], Subset(ds, idx), hyper,
+               step, finish)
+
+
+def extractor_job(cfg: Config, output: str, **_: Any) -> Job:
+    ds = load_dataset(cfg.data, train=True)
+    net = InDomainClassifier(ds.num_classes)
+    hyper = Hyper(cfg.pretrain.extractor_epochs, 128, 2e-3, 1e-4, (0.9, 0.999), 0.2, 0.0, None, 100)
+
+    def step(m: nn.Module, batch: Any, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        x, y = batch
+        # light augmentation: random shifts of up to 2 px, so features do not hinge on exact pixels
+        dx, dy = torch.randint(-2, 3, (2,), generator=gen).tolist()
+        x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+        logits = m(x)
+        return {"loss": F.cross_entropy(logits, y), "acc": (logits.argmax(1) == y).float().mean()}
+
+    def finish(m: nn.Module, device: torch.device) -> dict:
+        test = load_dataset(cfg.data, train=False)
+        net_ = unwrap(m).eval()
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, len(test), 500):
+                xs, ys = zip(*(test[j] for j in range(i, min(i + 500, len(test)))))
+                correct += int((net_(torch.stack(xs).to(device)).argmax(1).cpu() == torch.tensor(ys)).sum())
+        acc = correct / len(test)
+        save_atomic({"model": net_.state_dict(), "num_classes": ds.num_classes, "image_size": cfg.data.image_size,
+                     "test_accuracy": acc}, output)
+        log.info("in-domain extractor: test accuracy %.4f", acc)
+        return {"path": output, "test_accuracy": acc}
+
+    return Job("extractor", net, list(net.parameters()), ds, hyper, step, finish)
+
+
+def unlearn_job(cfg: Config, original: str | None, finish: Callable[[nn.Module, torch.device], dict | None],
+                **_: Any) -> Job:
+    """Eq. 10 on the encoder: the student starts as the original, the teacher is a frozen copy of it."""
+    family = get_family(cfg.model.family)
+    student = load_original(cfg, original)
+    teacher = copy.deepcopy(student).eval().requires_grad_(False)
+    student.requires_grad_(False)
+    params = list(family.encoder_parameters(student))
+    for q in params:
+        q.requires_grad_(True)                      # only the encoder trains; DDP ignores frozen decoder params
+    ds = load_dataset(cfg.data, train=True)
+    split = unlearn_split(ds.labels, cfg.data, ds.num_classes)
+    u = cfg.unlearn
+    hyper = Hyper(u.epochs, u.batch_size, u.lr, u.weight_decay, tuple(u.betas), u.warmup_epochs, u.min_lr,
+                  u.grad_clip, u.log_every)
+    loss_fn = METHODS[u.method]
+    state = {"step": 0}
+
+    def step(m: nn.Module, batch: Any, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        images, is_forget = batch
+        state["step"] += 1
+        use_task = u.train_mask == "task" or (u.train_mask == "mixed" and state["step"] % 2 == 0)
+        ctx = {"mask": task_mask(cfg.eval.task, images.shape[0], images.shape[-1], _patch(m), gen,
+                                 images.device)} if use_task else None
+        z, ctx = family.encode(m, images, ctx, gen)                                    # student, Eq. 10
+        with torch.no_grad():
+            mean, std = family.input_stats(teacher)
+            noise = sample_noise(u.noise, images, mean, std, gen)
+            t_in = torch.where(is_forget.view(-1, 1, 1, 1), noise, images)          # x_r, or n for forget rows
+            target, _ = family.encode(teacher, t_in, ctx)                           # teacher shares the masks
+        return loss_fn(z, target, is_forget, u.alpha, u.loss_form)
+
+    return Job("unlearn", student, params, FlaggedSubset(ds, split.indices, split.is_forget), hyper, step, finish,
+               frozen=[teacher])
+
+
+def _patch(m: nn.Module) -> int:
+    return int(getattr(unwrap(m), "patch_size", 1))
+
+
+JOBS = {"pretrain": pretrain_job, "extractor": extractor_job, "unlearn": unlearn_job}
+
+
+def output_path(p: str | Path) -> str:
+    return str(Path(p).expanduser().resolve())

@@ -1,0 +1,62 @@
+"""Evaluation: the model's completions of held-out forget / retain images, scored per group.
+
+Keys are ``"<group>/<metric>"`` (``retain/fid``, ``forget/fid``, ``retain/is``, ``forget/is``); the extractor that
+produced them is returned alongside and recorded with every number.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from raysweep.config import TaskConfig
+from raysweep.data.masks import task_mask
+from raysweep.metrics.extractors import INCEPTION, INDOMAIN, inception_weights_path
+from raysweep.metrics.fidelity import Extractor, fid_is, to_uint8
+
+log = logging.getLogger(__name__)
+
+RETAIN_FID, FORGET_FID = "retain/fid", "forget/fid"
+RETAIN_IS, FORGET_IS = "retain/is", "forget/is"
+RETAIN_CLIP, FORGET_CLIP = "retain/clip", "forget/clip"
+GROUPS = ("retain", "forget")
+
+
+def resolve_extractor(choice: str, indomain_weights: str | None, indomain_label: str) -> Extractor:
+    """``auto``: Inception when its weights are on disk, else the in-domain classifier."""
+    if choice == "inception" or (choice == "auto" and inception_weights_path() is not None):
+        if inception_weights_path() is None and choice == "inception":
+            log.warning("Inception weights not found locally; torch-fidelity will try to download them")
+        return Extractor(INCEPTION, None, INCEPTION)
+    if not indomain_weights:
+        raise FileNotFoundError("the in-domain extractor has not been trained; run `raysweep pretrain` first")
+    return Extractor(INDOMAIN, indomain_weights, indomain_label)
+
+
+@torch.no_grad()
+def complete(family, model: nn.Module, images: torch.Tensor, task: TaskConfig, device: torch.device,
+             batch_size: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's completions of ``images`` (float ``[N, 3, H, W]``) under ``task``; returns (outputs, masks)."""
+    outs, masks = [], []
+    patch = int(getattr(getattr(model, "module", model), "patch_size", 1))
+    g = torch.Generator().manual_seed(0)      # fixed masks for random tasks: every model sees the same inputs
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size]
+        m = task_mask(task, x.shape[0], x.shape[-1], patch, g)
+        outs.append(family.generate(model, x.to(device), m.to(device)).float().cpu())
+        masks.append(m)
+    return torch.cat(outs), torch.cat(masks)
+
+
+def evaluate(family, model: nn.Module, groups: dict[str, torch.Tensor], task: TaskConfig, extractor: Extractor,
+             device: torch.device, batch_size: int = 250) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """FID / IS of the completions of each group's images against those images. Returns (metrics, outputs)."""
+    model.eval()
+    metrics, outputs = {}, {}
+    for group, images in groups.items():
+        out, _ = complete(family, model, images, task, device, batch_size)
+        scores = fid_is(to_uint8(out), to_uint8(images), extractor, batch_size, cuda=device.type == "cuda")
+        metrics.update({f"{group}/{k}": v for k, v in scores.items()})
+        outputs[group] = out
+    return metrics, outputs

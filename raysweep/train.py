@@ -1,0 +1,276 @@
+"""THE training loop (the only one): Ray Train ``TorchTrainer`` workers doing DDP over a :class:`raysweep.jobs.Job`.
+
+``fit`` is the loop itself, independent of Ray (the throughput benchmark runs it under plain torch DDP too);
+``train_loop_per_worker`` is the Ray Train entry point; ``run_job`` launches a TorchTrainer for one job.
+AdamW with linear warmup then half-cycle cosine per iteration (official-protocol §1.1), grad clipping, a checkpoint
+every epoch and resume from it, ``FloatingPointError`` on a non-finite loss.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from raysweep.config import Config
+from raysweep.jobs import Hyper, Job
+
+log = logging.getLogger(__name__)
+STATE_FILE = "state.pt"
+
+
+class Hooks(Protocol):
+    """What the loop needs from its runtime (Ray Train workers, plain DDP processes, or a single process)."""
+    rank: int
+    world: int
+    device: torch.device
+    def wrap(self, module: nn.Module) -> nn.Module: ...
+    def report(self, metrics: dict, state: dict | None = None) -> None: ...
+    def restore(self) -> dict | None: ...
+
+
+def param_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict]:
+    """No weight decay on biases and 1-D parameters (timm's add_weight_decay, as the official code)."""
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(h: Hyper, progress_epochs: float) -> float:
+    """Linear warmup for ``warmup_epochs``, then half-cycle cosine down to ``min_lr`` (per iteration)."""
+    if progress_epochs < h.warmup_epochs:
+        return h.lr * progress_epochs / h.warmup_epochs
+    span = max(h.epochs - h.warmup_epochs, 1e-8)
+    t = min(1.0, (progress_epochs - h.warmup_epochs) / span)
+    return h.min_lr + (h.lr - h.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to(b, device) for b in batch)
+    return batch.to(device, non_blocking=True) if torch.is_tensor(batch) else batch
+
+
+def fit(job: Job, hooks: Hooks, seed: int, on_step: Callable[[int, dict], None] | None = None,
+        max_steps: int | None = None) -> dict | None:
+    """Train ``job`` for its epochs; returns ``job.finish(...)`` on rank 0 (None elsewhere).
+
+    ``max_steps`` stops early (benchmarks); ``on_step`` sees every step's float metrics.
+    """
+    h, dev = job.hyper, hooks.device
+    torch.manual_seed(seed + hooks.rank)
+    module = job.module.to(dev)
+    for fz in job.frozen:
+        fz.to(dev)
+    opt = torch.optim.AdamW(param_groups(job.params, h.weight_decay), lr=h.lr, betas=tuple(h.betas))
+    start_epoch = 0
+    state = hooks.restore()
+    if state is not None:                         # resume: a worker restart or a re-launched run
+        module.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"]) + 1
+        log.info("resuming %s from epoch %d", job.name, start_epoch)
+    model = hooks.wrap(module)
+    sampler = DistributedSampler(job.dataset, num_replicas=hooks.world, rank=hooks.rank, shuffle=True, seed=seed,
+                                 drop_last=True)
+    loader = DataLoader(job.dataset, batch_size=h.batch_size, sampler=sampler, drop_last=True, num_workers=0)
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{job.name}: {len(job.dataset)} training items are fewer than one batch of "
+                         f"{h.batch_size} x {hooks.world} workers; lower the batch size or add images")
+    gen = torch.Generator(device=dev)
+    step = start_epoch * steps_per_epoch
+    total = h.epochs * steps_per_epoch
+    t0, step0 = time.perf_counter(), step
+    last: dict[str, float] = {}
+    for epoch in range(start_epoch, h.epochs):
+        sampler.set_epoch(epoch)
+        gen.manual_seed(seed * 1_000_003 + hooks.rank * 7919 + epoch)
+        model.train()
+        sums: dict[str, float] = {}
+        n = 0
+        for i, batch in enumerate(loader):
+            lr = lr_at(h, epoch + i / steps_per_epoch)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            out = job.step(model, _to(batch, dev), gen)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{job.name}: non-finite loss {loss.item()} at epoch {epoch} step {i}; "
+                                         "lower the learning rate or alpha")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if h.grad_clip:
+                torch.nn.utils.clip_grad_norm_(job.params, h.grad_clip)
+            opt.step()
+            step += 1
+            vals = {k: float(v.detach()) for k, v in out.items()}
+            for k, v in vals.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+            if on_step:
+                on_step(step, vals)
+            if step % h.log_every == 0:
+                if hooks.rank == 0:                    # progress: one line per log_every steps, rank 0 only
+                    rate = (step - step0) * h.batch_size * hooks.world / (time.perf_counter() - t0)
+                    eta = (total - step) * h.batch_size * hooks.world / max(rate, 1e-9)
+                    log.info("%s step %d/%d (epoch %d) loss %.4f | %.0f img/s | ETA %.0f s", job.name, step, total,
+                             epoch + 1, vals["loss"], rate, eta)
+                hooks.report({**{f"train/{k}": v for k, v in vals.items()}, "train/lr": lr, "epoch": epoch,
+                              "step": step})
+            if max_steps is not None and step >= max_steps:
+                return None
+        last = {f"train/{k}_epoch": v / max(n, 1) for k, v in sums.items()}
+        ckpt = {"model": module.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch} \
+            if hooks.rank == 0 else None
+        hooks.report({**last, "epoch": epoch, "step": step}, ckpt)
+        if hooks.rank == 0:
+            log.info("%s epoch %d/%d %s", job.name, epoch + 1, h.epochs,
+                     " ".join(f"{k}={v:.4f}" for k, v in last.items()))
+    result = None
+    if hooks.rank == 0:
+        model.eval()
+        result = job.finish(module, dev)
+    hooks.report({**last, **{k: v for k, v in (result or {}).items() if isinstance(v, (int, float))},
+                  "epoch": h.epochs - 1, "step": step, "done": 1})
+    return result
+
+
+class StepTimer:
+    """``on_step`` callback measuring steady-state images/s after ``warmup`` steps."""
+
+    def __init__(self, warmup: int, images_per_step: int):
+        self.warmup, self.images_per_step = warmup, images_per_step
+        self.t0: float | None = None
+        self.t1, self.n = 0.0, 0
+
+    def __call__(self, step: int, _: dict) -> None:
+        if self.t0 is None:
+            if step >= self.warmup:
+                self.t0 = time.perf_counter()
+            return
+        self.t1, self.n = time.perf_counter(), self.n + 1
+
+    def rate(self) -> float:
+        return self.n * self.images_per_step / max(self.t1 - (self.t0 or 0.0), 1e-9)
+
+
+# ---- Ray Train --------------------------------------------------------------------------------------
+class RayHooks:
+    """Runtime for ``fit`` inside a Ray Train worker."""
+
+    def __init__(self) -> None:
+        import ray.train
+        import ray.train.torch
+        self._train = ray.train
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        import ray.train.torch
+        return ray.train.torch.prepare_model(module, move_to_device=False)
+
+    def report(self, metrics: dict, state: dict | None = None) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if state is not None:
+                torch.save(state, os.path.join(tmp, STATE_FILE))
+                ckpt = self._train.Checkpoint.from_directory(tmp)
+            self._train.report(metrics, checkpoint=ckpt)
+
+    def restore(self) -> dict | None:
+        ck = self._train.get_checkpoint()
+        if ck is None:
+            return None
+        with ck.as_directory() as d:
+            return torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
+
+
+def train_loop_per_worker(config: dict) -> dict | None:
+    """Ray Train entry point: ``{"job": name, "cfg": Config.to_dict(), **job kwargs}``."""
+    from raysweep import jobs
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("ray.train").setLevel(logging.WARNING)    # one line per report is too chatty
+    cfg = Config.from_dict(config["cfg"])
+    hooks = RayHooks()
+    kwargs = {k: v for k, v in config.items() if k not in ("job", "cfg")}
+    if config["job"] == "unlearn":
+        from raysweep.evaluate import run_finisher
+        kwargs["finish"] = run_finisher(cfg, hooks.rank, **kwargs)
+    bench = kwargs.pop("bench_steps", None)
+    job = jobs.JOBS[config["job"]](cfg, **kwargs)
+    if bench:                                   # benchmarks/throughput.py: steady-state images/s of this loop
+        timer = StepTimer(warmup=bench["warmup"], images_per_step=job.hyper.batch_size * hooks.world)
+        fit(job, hooks, cfg.seed, on_step=timer, max_steps=bench["warmup"] + bench["steps"])
+        return {"img_per_s": timer.rate()} if hooks.rank == 0 else None
+    return fit(job, hooks, cfg.seed)
+
+
+def use_gpu(cfg: Config) -> bool:
+    return cfg.resources.use_gpu == "true" or (cfg.resources.use_gpu == "auto" and torch.cuda.is_available())
+
+
+def ensure_ray() -> None:
+    import ray
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        # workers must see the same cache / data folders as the driver
+        env = {k: v for k, v in os.environ.items() if k.startswith("RAYSWEEP_")}
+        ray.init(logging_level=logging.WARNING, log_to_driver=True, configure_logging=False,
+                 runtime_env={"env_vars": env} if env else None)
+
+
+def trainer(cfg: Config, job: str, storage: str | Path, name: str, callbacks: list | None = None,
+            max_failures: int = 1, **job_kwargs: Any):
+    """A TorchTrainer for ``job`` with the configured workers (DDP; gloo on CPU, NCCL on GPU)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    gpu = use_gpu(cfg)
+    res = {"CPU": cfg.resources.cpus_per_worker}
+    if gpu:
+        res["GPU"] = 1
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": job, "cfg": cfg.to_dict(), **job_kwargs},
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.resources.num_workers, use_gpu=gpu,
+                                               resources_per_worker=res),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=str(Path(storage).resolve()), callbacks=callbacks or [],
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures)))
+
+
+def run_job(cfg: Config, job: str, storage: str | Path, name: str, **job_kwargs: Any) -> dict | None:
+    """Run ``job`` in Ray Train workers and return rank 0's result (resumes a run of the same name)."""
+    ensure_ray()
+    result = trainer(cfg, job, storage, name, **job_kwargs).fit()
+    if result.error:
+        raise result.error
+    return result.return_value
+
+
+class LocalHooks:
+    """Runtime for ``fit`` in one process (tests, debugging): keeps the last checkpoint in memory."""
+
+    def __init__(self, device: str | torch.device = "cpu", state: dict | None = None):
+        self.rank, self.world, self.device = 0, 1, torch.device(device)
+        self.state, self.reports = state, []
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        return module
+
+    def report(self, metrics: dict, state: dict | None = None) -> None:
+        self.reports.append(metrics)
+        if state is not None:
+            self.state = state
+
+    def restore(self) -> dict | None:
+        return self.state

@@ -1,0 +1,1 @@
+"""Unlearning objectives (pure loss functions) and the forget-target noise inputs."""

@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny synthetic configs so that every test runs in seconds on 2 cores."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from raysweep.config import Config
+
+TINY_MAE = {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2,
+            "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2}
+
+
+def tiny_dict(tmp_path) -> dict:
+    return {
+        "name": "tiny",
+        "model": {"family": "mae", "preset": "tiny", "options": dict(TINY_MAE)},
+        "data": {"dataset": "synthetic", "num_classes": 6, "image_size": 16, "forget_classes": [0, 1],
+                 "retain_classes": [2, 3], "images_per_class": 32, "test_images_per_class": 24},
+        "pretrain": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "extractor_epochs": 1},
+        "unlearn": {"epochs": 2, "batch_size": 16, "log_every": 2, "lr": 5e-4, "warmup_epochs": 0.5},
+        "eval": {"batch_size": 64, "grid_images": 2, "extractor": "indomain"},
+        "resources": {"num_workers": 2, "cpus_per_worker": 0.5},
+        "tracking": {"results_dir": str(tmp_path / "results")},
+    }
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path) -> Config:
+    return Config.from_dict(tiny_dict(tmp_path))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own RAYSWEEP_CACHE unless it asks otherwise; torch threads kept small."""
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -1,0 +1,76 @@
+"""Bad input through the command line: a clear message, exit code 2, nothing written. Runs no Ray job."""
+import numpy as np
+import pytest
+import yaml
+
+from raysweep.cli import format_table, main
+from tests.conftest import tiny_dict
+
+
+def write_cfg(tmp_path, **sections):
+    d = tiny_dict(tmp_path)
+    for k, v in sections.items():
+        d[k] = {**d.get(k, {}), **v} if isinstance(v, dict) else v
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def run(capsys, *argv):
+    code = main(["unlearn", *argv])
+    return code, capsys.readouterr().err
+
+
+def test_unknown_key(tmp_path, capsys):
+    code, err = run(capsys, "--config", str(write_cfg(tmp_path)), "unlearn.alhpa=1")
+    assert code == 2 and "unknown config key" in err and "unlearn.alpha" in err
+    assert not (tmp_path / "results" / "runs").exists()
+
+
+def test_class_overlap_and_out_of_range(tmp_path, capsys):
+    code, err = run(capsys, "--config", str(write_cfg(tmp_path)), "data.retain_classes=[1,2]")
+    assert code == 2 and "both data.forget_classes and data.retain_classes" in err
+    code, err = run(capsys, "--config", str(write_cfg(tmp_path)), "data.retain_classes=[2,9]")
+    assert code == 2 and "valid ids are 0..5" in err
+    assert not (tmp_path / "results" / "runs").exists()
+
+
+def test_missing_checkpoint_says_where_to_get_it(tmp_path, capsys):
+    code, err = run(capsys, "--config", str(write_cfg(tmp_path)),
+                    f"model.checkpoint={tmp_path}/mae_visualize_vit_base.pth")
+    assert code == 2 and "not found" in err and "dl.fbaipublicfiles.com" in err
+
+
+def test_corrupt_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "x.pth"
+    bad.write_bytes(b"garbage")
+    code, err = run(capsys, "--config", str(write_cfg(tmp_path)), f"model.checkpoint={bad}")
+    assert code == 2 and "corrupt" in err
+
+
+def _folders(root, counts):
+    from PIL import Image
+    for split in ("train", "val"):
+        for name, n in counts.items():
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(d / f"{i}.png")
+
+
+def test_dataset_not_found_and_empty_split(tmp_path, capsys):
+    data = {"dataset": "image_folder", "root": str(tmp_path / "nowhere"), "class_names": ["a", "b", "c", "d"],
+            "forget_classes": [0], "retain_classes": [1]}
+    code, err = run(capsys, "--config", str(write_cfg(tmp_path, data=data)))
+    assert code == 2 and "DatasetNotFoundError" in err and "train/ and val/" in err
+    _folders(tmp_path / "imgs", {"a": 2, "b": 0, "c": 1, "d": 1})
+    data["root"] = str(tmp_path / "imgs")
+    code, err = run(capsys, "--config", str(write_cfg(tmp_path, data=data)))
+    assert code == 2 and "EmptySplitError" in err and "class 1" in err
+
+
+def test_format_table():
+    m = {"retain/fid": 11.0, "forget/fid": 40.0, "retain/is": 3.0, "forget/is": 2.0, "original/retain/fid": 10.0,
+         "original/forget/fid": 10.0, "original/retain/is": 3.0, "original/forget/is": 3.0, "extractor": "x"}
+    t = format_table(m)
+    assert "4.00x" in t and "1.10x" in t and "extractor: x" in t

@@ -1,0 +1,141 @@
+import gzip
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from raysweep.config import Config, DataConfig
+from raysweep.data import datasets
+from raysweep.data.datasets import DatasetNotFoundError, load_dataset, synthetic
+from raysweep.data.splits import EmptySplitError, eval_split, proxy_classes, unlearn_split
+
+
+def labels(n_classes=10, per=50):
+    return torch.arange(n_classes).repeat_interleave(per)
+
+
+def test_official_rule_real_retain_only():
+    cfg = DataConfig(dataset="synthetic", forget_classes=[0, 1], retain_classes=[2, 3, 4], images_per_class=10)
+    s = unlearn_split(labels(), cfg, 10)
+    assert (s.n_forget, s.n_retain, s.n_proxy) == (20, 30, 0)
+    # retain truncated to max(|proxy|, |forget|) = 20; forget tiled to max(|proxy|+|retain|, 2*10) = 20
+    assert sum(s.is_forget) == 20 and len(s) - sum(s.is_forget) == 20
+    lab = labels()
+    assert all((int(lab[i]) in (0, 1)) == f for i, f in zip(s.indices, s.is_forget))
+
+
+def test_official_rule_with_proxy_oversamples_forget():
+    cfg = DataConfig(dataset="synthetic", forget_classes=[0, 1], retain_classes=[2, 3], images_per_class=10,
+                     proxy_ratio=1.0)
+    s = unlearn_split(labels(), cfg, 10)
+    pcs = proxy_classes(cfg, 10)
+    assert pcs == [4, 5, 6, 7, 8, 9]
+    assert s.n_proxy == len(pcs) * math.ceil(1.0 * 2 * 10 / len(pcs))
+    # retain -> max(|proxy|, |forget|); forget -> max(|proxy| + |retain|, 20): forget is oversampled
+    n_ret = max(s.n_proxy, 20)
+    assert sum(s.is_forget) == s.n_proxy + n_ret
+    assert len(s) == sum(s.is_forget) + n_ret + s.n_proxy
+
+
+def test_proxy_only_and_retain_ratio():
+    cfg = DataConfig(dataset="synthetic", forget_classes=[0], retain_classes=[1], images_per_class=10,
+                     retain_ratio=0.0, proxy_ratio=0.5)
+    s = unlearn_split(labels(), cfg, 10)
+    assert s.n_retain == 0 and s.n_proxy > 0
+    cfg = DataConfig(dataset="synthetic", forget_classes=[0], retain_classes=[1], images_per_class=10,
+                     retain_ratio=0.5, oversample=False)
+    s = unlearn_split(labels(), cfg, 10)
+    assert (s.n_forget, s.n_retain) == (10, 5) and len(s) == 15
+
+
+def test_empty_split_errors():
+    cfg = DataConfig(dataset="synthetic", forget_classes=[0], retain_classes=[1], images_per_class=5)
+    lab = torch.zeros(20, dtype=torch.long)                      # class 1 has no image
+    with pytest.raises(EmptySplitError, match="class 1 .*retain.* no images"):
+        unlearn_split(lab, cfg, 2)
+    cfg = DataConfig(dataset="synthetic", forget_classes=[0, 1], retain_classes=[], images_per_class=5,
+                     retain_ratio=0.0, proxy_ratio=1.0)
+    with pytest.raises(EmptySplitError, match="no proxy class"):
+        unlearn_split(labels(2), cfg, 2)
+    with pytest.raises(EmptySplitError, match="retain_classes is empty"):
+        eval_split(labels(2), cfg)
+
+
+def test_eval_split_groups_are_disjoint_and_sized():
+    cfg = DataConfig(dataset="synthetic", forget_classes=[0, 1], retain_classes=[2], test_images_per_class=7)
+    e = eval_split(labels(), cfg)
+    lab = labels()
+    assert len(e.forget) == 14 and len(e.retain) == 7
+    assert {int(lab[i]) for i in e.forget} == {0, 1} and {int(lab[i]) for i in e.retain} == {2}
+
+
+def test_class_out_of_range_names_valid_range():
+    cfg = DataConfig(dataset="synthetic", num_classes=4, forget_classes=[0], retain_classes=[7])
+    with pytest.raises(ValueError, match=r"out of range.*valid ids are 0\.\.3"):
+        load_dataset(cfg, train=True)
+
+
+def test_synthetic_dataset_items():
+    ds = synthetic(True, 16, 3, per_class=4)
+    x, y = ds[0]
+    assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert len(ds) == 12 and ds.num_classes == 3
+
+
+def _write_idx(path, arr, magic):
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_from_raysweep_data(tmp_path, monkeypatch):
+    src = tmp_path / "fm"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 30), ("t10k", 20)):
+        _write_idx(src / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)), 2051)
+        _write_idx(src / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10, 2049)
+    monkeypatch.setenv("RAYSWEEP_DATA", str(src))
+    monkeypatch.setattr(datasets, "FMNIST_DEBIAN_DIR", tmp_path / "absent")
+    ds = datasets.fashion_mnist(train=True, size=32)
+    assert len(ds) == 30 and ds[0][0].shape == (3, 32, 32) and ds.num_classes == 10
+    assert len(datasets.fashion_mnist(train=False, size=32)) == 20
+
+
+def test_fashion_mnist_not_found_names_all_three_places(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_DATA", str(tmp_path / "nothing"))
+    monkeypatch.setattr(datasets, "FMNIST_DEBIAN_DIR", tmp_path / "absent")
+
+    class Offline:
+        def __init__(self, *a, **k):
+            raise RuntimeError("no internet")
+    monkeypatch.setattr("torchvision.datasets.FashionMNIST", Offline)
+    with pytest.raises(DatasetNotFoundError) as e:
+        datasets.fashion_mnist(train=True, size=32)
+    msg = str(e.value)
+    assert "RAYSWEEP_DATA" in msg and "dataset-fashion-mnist" in msg and "download" in msg
+
+
+def test_image_folder_layout(tmp_path):
+    from PIL import Image
+    for split in ("train", "val"):
+        for name in ("n01", "n02"):
+            d = tmp_path / split / name
+            d.mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(np.full((40, 50, 3), 40 * i, np.uint8)).save(d / f"{i}.JPEG")
+    cfg = DataConfig(dataset="image_folder", root=str(tmp_path), class_names=["n02", "n01"], image_size=32,
+                     forget_classes=[0], retain_classes=[1])
+    ds = load_dataset(cfg, train=False)
+    x, y = ds[0]
+    assert x.shape == (3, 32, 32) and y == 0 and len(ds) == 6
+    bad = DataConfig(dataset="image_folder", root=str(tmp_path / "missing"), class_names=["a"], forget_classes=[0],
+                     retain_classes=[])
+    with pytest.raises(DatasetNotFoundError, match="train/ and val/"):
+        load_dataset(bad, train=True)
+
+
+def test_image_folder_needs_root():
+    with pytest.raises(ValueError, match="data.root"):
+        Config.from_dict({"data": {"dataset": "image_folder"}})

@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from raysweep.config import TaskConfig
+from raysweep.data.masks import TASKS, patch_mask, task_mask
+
+
+@pytest.mark.parametrize("size", [32, 64, 256])
+def test_center_crop_is_sized_by_ratio(size):
+    for ratio in (0.25, 0.5):
+        m = task_mask(TaskConfig("center", ratio), 2, size)
+        side = round(size * ratio)
+        assert m.shape == (2, size, size) and int(m[0].sum()) == side * side
+        a = (size - side) // 2
+        assert m[0, a:a + side, a:a + side].all()
+
+
+def test_paper_patch_counts_at_256():
+    # the paper's 4x4 and 8x8 of 16x16 patches
+    for ratio, n in ((0.25, 16), (0.5, 64)):
+        pm = patch_mask(task_mask(TaskConfig("center", ratio), 1, 256), 16)
+        assert int(pm.sum()) == n
+
+
+def test_outpaint_and_extensions():
+    m = task_mask(TaskConfig("outpaint", 0.25), 1, 256)[0]
+    assert m[:32].all() and not m[32:224, 32:224].any()                # 32 px strips (official §4.1)
+    up = task_mask(TaskConfig("extend_up", 0.25), 1, 32)[0]
+    assert up[:8].all() and not up[8:].any()
+    right = task_mask(TaskConfig("extend_right", 0.5), 1, 32)[0]
+    assert right[:, 16:].all() and not right[:, :16].any()
+
+
+def test_random_masking_fraction_per_sample():
+    g = torch.Generator().manual_seed(0)
+    m = task_mask(TaskConfig("random", 0.75), 4, 32, patch=4, generator=g)
+    pm = patch_mask(m, 4)
+    assert (pm.sum(1) == 48).all() and not torch.equal(pm[0], pm[1])
+
+
+def test_all_tasks_build():
+    for name in TASKS:
+        assert task_mask(TaskConfig(name, 0.5), 1, 32, patch=4).any()

@@ -1,0 +1,58 @@
+"""End to end through Ray Train (2 DDP workers at 0.5 CPU): pretrain, extractor, unlearn, evaluate, outputs."""
+import json
+
+import pytest
+import torch
+import yaml
+
+from raysweep.cli import main
+from raysweep.config import Config
+from raysweep.evaluate import GRID_FILE, METRICS_FILE, MODEL_FILE
+from raysweep.models import get_family
+from raysweep.pretrain import original_path
+from raysweep.runner import run_dir_for
+from tests.conftest import tiny_dict
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_session(tmp_path_factory):
+    import os
+
+    import ray
+    cache = tmp_path_factory.mktemp("ray-cache")
+    os.environ["RAYSWEEP_CACHE"] = str(cache)        # before ray.init: the workers inherit it
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"RAYSWEEP_CACHE": str(cache)}})
+    yield cache
+    ray.shutdown()
+
+
+def test_unlearn_cli_end_to_end(ray_session, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(ray_session))
+    d = tiny_dict(tmp_path)
+    p = tmp_path / "tiny.yaml"
+    p.write_text(yaml.safe_dump(d))
+    assert main(["unlearn", "--config", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "forget FID" in out and "extractor: raysweep-indomain" in out
+    cfg = Config.from_dict(d)
+    runs = list((tmp_path / "results" / "runs").iterdir())
+    assert len(runs) == 1
+    m = json.loads((runs[0] / METRICS_FILE).read_text())
+    for k in ("retain/fid", "forget/fid", "retain/is", "forget/is"):
+        assert isinstance(m[k], float) and isinstance(m["original/" + k], float)
+    assert m["extractor"].startswith("raysweep-indomain") and m["task"] == "center:0.5"
+    assert (runs[0] / GRID_FILE).stat().st_size > 0
+    # only the encoder moved: every decoder tensor of the unlearned model equals the original's
+    fam = get_family("mae")
+    orig = torch.load(original_path(cfg), weights_only=True)["model"]
+    new = torch.load(runs[0] / MODEL_FILE, weights_only=True)["model"]
+    model = fam.build(cfg.model)
+    enc = {id(q) for q in fam.encoder_parameters(model)}
+    dec_names = [n for n, q in model.named_parameters() if id(q) not in enc]
+    assert dec_names and all(torch.equal(orig[n], new[n]) for n in dec_names)
+    assert any(not torch.equal(orig[n], new[n]) for n in ("blocks.0.attn.qkv.weight", "norm.weight"))
+    # a finished run is never overwritten: the next run of the same config gets a new folder
+    assert run_dir_for(cfg) == runs[0].parent / f"{runs[0].name}-r2"

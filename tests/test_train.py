@@ -1,0 +1,84 @@
+"""The loop itself, in one process (LocalHooks): what trains, what stays frozen, resume, failures, schedule."""
+import math
+
+import pytest
+import torch
+
+from raysweep.jobs import Hyper, extractor_job, pretrain_job, unlearn_job
+from raysweep.models import get_family
+from raysweep.models.checkpoints import read_state_dict
+from raysweep.train import LocalHooks, fit, lr_at
+
+
+@pytest.fixture
+def original(tiny_cfg, tmp_path):
+    path = tmp_path / "orig.pt"
+    fit(pretrain_job(tiny_cfg, output=str(path)), LocalHooks(), 0)
+    return str(path)
+
+
+def _decoder_state(model, family):
+    enc = {id(p) for p in family.encoder_parameters(model)}
+    return {n: p.detach().clone() for n, p in model.named_parameters() if id(p) not in enc}
+
+
+def test_unlearning_changes_encoder_only_decoder_bit_identical(tiny_cfg, original):
+    fam = get_family("mae")
+    job = unlearn_job(tiny_cfg, original=original, finish=lambda m, d: {"ok": 1})
+    before = {n: p.detach().clone() for n, p in job.module.named_parameters()}
+    dec_before = _decoder_state(job.module, fam)
+    assert fit(job, LocalHooks(), 0) == {"ok": 1}
+    dec_after = _decoder_state(job.module, fam)
+    assert dec_before.keys() == dec_after.keys() and len(dec_before) > 0
+    for n in dec_before:
+        assert torch.equal(dec_before[n], dec_after[n]), f"decoder parameter {n} changed"
+    enc_names = [n for n, _ in job.module.named_parameters() if n not in dec_before]
+    assert any(not torch.equal(before[n], dict(job.module.named_parameters())[n]) for n in enc_names)
+    # the frozen teacher is untouched too: it still equals the original on disk
+    orig = read_state_dict(original)
+    teacher = job.frozen[0].state_dict()
+    assert all(torch.equal(teacher[k], orig[k]) for k in orig)
+
+
+def test_forget_term_decreases(tiny_cfg, original):
+    cfg = tiny_cfg.replace(**{"unlearn.epochs": 4, "unlearn.alpha": 1.0})
+    job = unlearn_job(cfg, original=original, finish=lambda m, d: None)
+    seen = []
+    fit(job, LocalHooks(), 0, on_step=lambda s, v: seen.append(v["forget"]))
+    k = max(1, len(seen) // 4)
+    assert sum(seen[-k:]) / k < sum(seen[:k]) / k
+
+
+def test_resume_continues_from_the_checkpointed_epoch(tiny_cfg, tmp_path):
+    path = tmp_path / "o.pt"
+    hooks = LocalHooks()
+    job = pretrain_job(tiny_cfg, output=str(path))
+    per_epoch = len(job.dataset) // tiny_cfg.pretrain.batch_size
+    fit(job, hooks, 0, max_steps=per_epoch + 2)                               # "dies" inside epoch 2
+    state = hooks.state
+    assert state is not None and state["epoch"] == 0
+    steps = []
+    resumed = pretrain_job(tiny_cfg, output=str(path))
+    fit(resumed, LocalHooks(state=state), 0, on_step=lambda s, v: steps.append(s))
+    assert steps[0] == per_epoch + 1 and len(steps) == per_epoch           # only epoch 2 ran
+    assert path.is_file()
+
+
+def test_non_finite_loss_raises_floating_point_error(tiny_cfg, tmp_path):
+    job = extractor_job(tiny_cfg, output=str(tmp_path / "e.pt"))
+    job.step = lambda m, b, g: {"loss": m(b[0]).sum() * float("nan")}
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        fit(job, LocalHooks(), 0)
+
+
+def test_warmup_then_cosine():
+    h = Hyper(epochs=10, batch_size=1, lr=1.0, weight_decay=0.0, warmup_epochs=2, min_lr=0.1)
+    assert lr_at(h, 0) == 0 and lr_at(h, 1) == pytest.approx(0.5) and lr_at(h, 2) == pytest.approx(1.0)
+    assert lr_at(h, 6) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_at(h, 10) == pytest.approx(0.1)
+
+
+def test_extractor_learns_synthetic_classes(tiny_cfg, tmp_path):
+    out = fit(extractor_job(tiny_cfg.replace(**{"pretrain.extractor_epochs": 15}), output=str(tmp_path / "e.pt")),
+              LocalHooks(), 0)
+    assert out["test_accuracy"] > 0.5          # 6 classes: chance is 0.17
