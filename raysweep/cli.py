@@ -1,4 +1,4 @@
-"""The ``raysweep`` console script: ``pretrain | unlearn | bench``.
+"""The ``raysweep`` console script: ``pretrain | unlearn | sweep | frontier | ui | bench``.
 
 Every command takes a config path, ``key=value`` dotted overrides and ``--smoke-test``; no hyperparameter has a
 flag of its own.
@@ -57,6 +57,46 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from raysweep.tune import run_sweep
+    res = run_sweep(_config(args), resume=args.resume)
+    print(f"{res.name}: {len(res.points)} trials, {len(res.front)} on the front; plot {res.files[1]}")
+    return 0
+
+
+def cmd_frontier(args: argparse.Namespace) -> int:
+    """Rebuild the frontier CSV and plot of a sweep from its MLflow runs."""
+    from pathlib import Path
+
+    from raysweep.frontier import Point, plot, write_csv
+    from raysweep.paths import results_dir
+    from raysweep.tracking import child_runs, tracking_uri
+    cfg = _config(args)
+    sweep = Path(args.sweep).name if args.sweep else None
+    uri = tracking_uri(cfg)
+    _, runs = child_runs(uri, args.experiment or cfg.tracking.experiment, sweep)
+    pts = [Point(r["trial"], r["metrics"]["retain/fid"], r["metrics"]["forget/fid"],
+                 {k: v for k, v in r["params"].items() if k in ("unlearn.noise", "model.family")
+                  or k.startswith(("unlearn.alpha", "unlearn.lr", "unlearn.epochs"))},
+                 {k: v for k, v in r["metrics"].items() if k.startswith("original/")})
+           for r in runs if "retain/fid" in r["metrics"] and "forget/fid" in r["metrics"]]
+    if not pts:
+        print("raysweep: the sweep has no finished trial with retain/fid and forget/fid", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else results_dir(cfg.tracking.results_dir) / "frontier"
+    out.mkdir(parents=True, exist_ok=True)
+    orig = (pts[0].extra["original/retain/fid"], pts[0].extra["original/forget/fid"]) \
+        if "original/retain/fid" in pts[0].extra else None
+    csv_path, png = write_csv(pts, out / "frontier.csv"), plot(pts, out / "frontier.png", original=orig)
+    print(f"{len(pts)} trials -> {csv_path}, {png}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from raysweep.tracking import serve_ui, tracking_uri
+    return serve_ui(tracking_uri(_config(args)), host=args.host, port=args.port)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmarks live in the source checkout's ``benchmarks/`` (not in the installed package)."""
     import importlib.util
@@ -77,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (("pretrain", cmd_pretrain, "train and cache the original model and the extractor"),
                             ("unlearn", cmd_unlearn, "unlearn the forget classes and print the trade-off"),
+                            ("sweep", cmd_sweep, "Ray Tune + Optuna search of the YAML sweep block, MLflow runs"),
+                            ("frontier", cmd_frontier, "rebuild a sweep's frontier CSV and plot from MLflow"),
+                            ("ui", cmd_ui, "MLflow UI on the sweep store (127.0.0.1 unless --host)"),
                             ("bench", cmd_bench, "throughput of the unlearning step: plain PyTorch vs Ray Train")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default: {DEFAULT_CONFIG})")
@@ -84,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--smoke-test", action="store_true", help="tiny sizes: checks the pipeline in minutes")
         if name == "bench":
             s.add_argument("--steps", type=int, default=60, help="timed steps per runtime")
+        if name == "sweep":
+            s.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+        if name == "frontier":
+            s.add_argument("--sweep", help="sweep name or folder (default: the newest sweep)")
+            s.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment)")
+            s.add_argument("--out", help="output folder (default: <results>/frontier)")
+        if name == "ui":
+            s.add_argument("--host", default="127.0.0.1")
+            s.add_argument("--port", type=int, default=5000)
         s.set_defaults(fn=fn)
     return p
 

@@ -1,0 +1,29 @@
+"""Search alpha, learning rate, epochs and noise type (Ray Tune + Optuna, multi-objective: retain FID down, forget
+FID up); every trial is an MLflow child run, the trade-off frontier is a plot and a CSV on the parent run.
+
+    python experiments/tune_alpha.py [--config PATH ...] [key=value ...] [--smoke-test] [--resume]
+"""
+import argparse
+import logging
+
+from raysweep.config import SMOKE_TEST, load_config
+from raysweep.tune import run_sweep
+
+p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+p.add_argument("--config", action="append", help="YAML config, once per model family "
+               "(default: experiments/configs/mae_fmnist.yaml)")
+p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. sweep.num_samples=16")
+p.add_argument("--smoke-test", action="store_true", help="2 tiny trials: checks the whole sweep in minutes")
+p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same config")
+args = p.parse_args()
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+for path in args.config or ["experiments/configs/mae_fmnist.yaml"]:      # one study per family
+    cfg = load_config(path, args.overrides)
+    if args.smoke_test:
+        cfg = cfg.replace(**SMOKE_TEST, smoke_test=True)
+    res = run_sweep(cfg, resume=args.resume)
+    print(f"\n{res.name}: {len(res.points)} trials, {len(res.front)} on the front")
+    for q in res.front:
+        print(f"  {q.trial}: retain FID {q.retain_fid:.2f}  forget FID {q.forget_fid:.2f}  {q.params}")
+    print(f"frontier plot: {res.files[1]}\nfrontier CSV:  {res.files[0]}")
+    print(f"MLflow UI:     raysweep ui --config {path}   (or: mlflow ui --backend-store-uri {res.tracking_uri})")

@@ -1,0 +1,130 @@
+"""MLflow tracking (the only module that imports mlflow): one parent run per sweep, one child run per trial.
+
+Children get the trial's full config as flattened dotted params, every Tune result as metrics (stepped by
+training iteration), and the trial's config YAML, metrics.json and sample grid as artifacts. The parent gets the
+frontier CSV and plot and the best trials' summary. Default store: ``sqlite:///<absolute results dir>/mlflow.db``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+from raysweep.config import Config, ConfigError, flatten
+
+log = logging.getLogger(__name__)
+SWEEP_TAG = "raysweep.sweep"
+
+
+def tracking_uri(cfg: Config, multi_node: bool = False) -> str:
+    """The configured URI, else sqlite in the results folder. Multi-node clusters need a server URI."""
+    from raysweep.paths import results_dir
+    uri = cfg.tracking.tracking_uri
+    if uri is None:
+        if multi_node:
+            raise ConfigError("this Ray cluster has several nodes, and one sqlite file cannot be shared between "
+                              "them: run `mlflow server` on the head node and set "
+                              "tracking.tracking_uri=http://<head>:5000")
+        return f"sqlite:///{results_dir(cfg.tracking.results_dir) / 'mlflow.db'}"
+    if multi_node and not uri.startswith(("http://", "https://", "databricks")):
+        raise ConfigError(f"tracking.tracking_uri={uri!r} is a local store, which the nodes of a multi-node "
+                          "cluster cannot share; use an MLflow server URI (http://<head>:5000)")
+    return uri
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+    return MlflowClient(tracking_uri=uri)
+
+
+def _experiment_id(client, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp else client.create_experiment(name)
+
+
+def parent_run(uri: str, experiment: str, sweep: str, cfg: Config) -> str:
+    """The sweep's parent run id: reused when a run tagged with this sweep name exists (``--resume``)."""
+    client = _client(uri)
+    exp_id = _experiment_id(client, experiment)
+    found = client.search_runs([exp_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(exp_id, run_name=sweep, tags={SWEEP_TAG: sweep})
+    base = {k: v for k, v in flatten(cfg.to_dict()).items() if not k.startswith("sweep.")}
+    _log_params(client, run.info.run_id, base)
+    client.log_text(run.info.run_id, json.dumps(cfg.to_dict()["sweep"], indent=2, default=str), "sweep.json")
+    return run.info.run_id
+
+
+def _log_params(client, run_id: str, params: dict) -> None:
+    from mlflow.entities import Param
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i:i + 100])
+
+
+class TrialCallback(MLflowLoggerCallback):
+    """Tune logger callback creating one child run per trial under the sweep's parent run (Ray has no nesting of
+    its own). Module-level so that Tune can pickle it into the experiment state (``--resume``)."""
+
+    def __init__(self, uri: str, experiment: str, parent_id: str, base: Config):
+        super().__init__(tracking_uri=uri, experiment_name=experiment,
+                         tags={"mlflow.parentRunId": parent_id, SWEEP_TAG + ".parent": parent_id})
+        self.uri, self.base = uri, base
+
+    def log_trial_start(self, trial):
+        new = trial not in self._trial_runs
+        super().log_trial_start(trial)
+        if new:                           # the full config, as the trial runs it, in dotted keys
+            full = flatten(self.base.replace(**trial.config).to_dict())
+            rest = {k: v for k, v in full.items() if k not in trial.config and not k.startswith("sweep.")}
+            _log_params(_client(self.uri), self._trial_runs[trial], rest)
+
+    def log_trial_end(self, trial, failed: bool = False):
+        run_dir = (trial.last_result or {}).get("run_dir")
+        if run_dir and trial in self._trial_runs:
+            client = _client(self.uri)
+            for name in ("config.yaml", "metrics.json", "samples.png"):
+                if (Path(run_dir) / name).is_file():
+                    client.log_artifact(self._trial_runs[trial], str(Path(run_dir) / name))
+        super().log_trial_end(trial, failed)
+
+
+def log_frontier(uri: str, parent_id: str, files: list[Path], summary: dict) -> None:
+    """Frontier CSV / plot and the best trials' summary onto the parent run, then close it."""
+    client = _client(uri)
+    for f in files:
+        client.log_artifact(parent_id, str(f))
+    client.log_text(parent_id, json.dumps(summary, indent=2, default=str), "best_trials.json")
+    for k, v in summary.get("metrics", {}).items():
+        client.log_metric(parent_id, k, float(v))
+    client.set_terminated(parent_id)
+
+
+def child_runs(uri: str, experiment: str, sweep: str | None = None) -> tuple[str, list[dict]]:
+    """(parent run id, [{"trial", "params", "metrics"}]) of a sweep (the newest one when ``sweep`` is None)."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ConfigError(f"no MLflow experiment {experiment!r} in {uri}")
+    filt = f"tags.`{SWEEP_TAG}` = '{sweep}'" if sweep else f"tags.`{SWEEP_TAG}` != ''"
+    parents = client.search_runs([exp.experiment_id], filter_string=filt, order_by=["start_time DESC"],
+                                 max_results=1)
+    if not parents:
+        raise ConfigError(f"no sweep {'named ' + repr(sweep) if sweep else ''} in experiment {experiment!r}")
+    pid = parents[0].info.run_id
+    kids = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{pid}'",
+                              max_results=10000)
+    return pid, [{"trial": r.data.tags.get("trial_name", r.info.run_name), "params": dict(r.data.params),
+                  "metrics": dict(r.data.metrics)} for r in kids]
+
+
+def serve_ui(uri: str, host: str = "127.0.0.1", port: int = 5000) -> int:
+    """``mlflow ui`` on the sweep store, bound to 127.0.0.1 unless told otherwise."""
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    print(f"MLflow UI on http://{host}:{port}  (store: {uri})", flush=True)
+    return subprocess.call(cmd)

@@ -1,0 +1,191 @@
+"""The sweep: Ray Tune + Optuna (multi-objective) over the YAML ``sweep.space``, one MLflow child run per trial.
+
+Ray 2.60 runs Train V2, so ``Tuner(TorchTrainer)`` no longer works (ray-notes §1): the Tune function trainable
+*is* the Train driver. It builds a ``TorchTrainer`` for the trial's config and calls ``.fit()``; a
+``TuneReportCallback`` forwards rank 0's reports to Tune (ASHA sees them), and a last ``ray.tune.report`` carries the
+final metrics (Optuna is told the trial's last result). One study per model family: each family has its own YAML
+(its options differ) and its own FID scale, which a shared TPE model would mix up.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raysweep.config import Config, ConfigError, flatten
+from raysweep.evaluate import METRICS_FILE
+from raysweep.frontier import Point, hypervolume, pareto_front, plot, write_csv
+
+log = logging.getLogger(__name__)
+KINDS = ("loguniform", "uniform", "int", "choice", "grid")
+TUNE_DIR = "tune"
+
+
+def search_space(space: dict, base: Config) -> dict[str, Any]:
+    """``{"unlearn.alpha": {"loguniform": [0.05, 2]}, ...}`` -> Ray Tune domains, keyed by the dotted path."""
+    from ray import tune
+    valid = flatten(base.to_dict())
+    out: dict[str, Any] = {}
+    for key, spec in space.items():
+        if key not in valid and not key.startswith("model.options."):
+            raise ConfigError(f"sweep.space key {key!r} is not a config key; valid keys: "
+                              + ", ".join(k for k in valid if not k.startswith("sweep.")))
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in KINDS:
+            raise ConfigError(f"sweep.space.{key} must be one of {{kind: args}} with kind in {list(KINDS)}, "
+                              f"got {spec!r}")
+        kind, args = next(iter(spec.items()))
+        if kind in ("loguniform", "uniform", "int"):
+            if not (isinstance(args, list) and len(args) == 2 and args[0] < args[1]):
+                raise ConfigError(f"sweep.space.{key}.{kind} needs [low, high] with low < high, got {args!r}")
+            if kind == "loguniform" and args[0] <= 0:
+                raise ConfigError(f"sweep.space.{key}.loguniform needs low > 0, got {args!r}")
+            out[key] = {"loguniform": tune.loguniform, "uniform": tune.uniform,
+                        "int": lambda lo, hi: tune.randint(lo, hi + 1)}[kind](*args)
+        else:
+            if not isinstance(args, list) or not args:
+                raise ConfigError(f"sweep.space.{key}.{kind} needs a non-empty list, got {args!r}")
+            out[key] = tune.choice(args) if kind == "choice" else tune.grid_search(args)
+        # every value must give a valid config (range / enum checks), before any trial starts
+        probe = args if kind in ("choice", "grid") else [args[0], args[1]]
+        for v in probe:
+            base.replace(**{key: int(v) if kind == "int" else v})
+    return out
+
+
+def _numeric(d: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def trial(params: dict, base: dict, storage: str) -> None:
+    """Tune function trainable = Train driver for one trial (ray-notes §1)."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raysweep.runner import job_kwargs
+    from raysweep.train import trainer
+    cfg = Config.from_dict(base).replace(**params)
+    trial_id = ray.tune.get_context().get_trial_id()
+    run_dir = Path(storage) / "trials" / trial_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(__import__("yaml").safe_dump(cfg.to_dict(), sort_keys=False))
+    result = trainer(cfg, "unlearn", Path(storage) / "train", f"train-{trial_id}", callbacks=[TuneReportCallback()],
+                     **job_kwargs(cfg, run_dir)).fit()
+    if result.error:
+        raise result.error
+    final = json.loads((run_dir / METRICS_FILE).read_text())     # written by rank 0, also after a resume
+    ray.tune.report({**_numeric(final), "run_dir": str(run_dir), "extractor": final.get("extractor", "")})
+
+
+@dataclass
+class SweepResult:
+    name: str
+    storage: Path
+    tracking_uri: str
+    parent_run: str
+    points: list[Point]
+    front: list[Point]
+    files: list[Path]
+
+
+def sweep_name(cfg: Config) -> str:
+    return f"{cfg.name}-sweep-{cfg.digest('model', 'data', 'unlearn', 'eval', 'sweep', 'seed')}"
+
+
+def _storage(cfg: Config, resume: bool) -> tuple[str, Path]:
+    """A fresh sweep never reuses the folder of a finished one (Train would silently 'resume' its runs)."""
+    from raysweep.paths import results_dir
+    base, name = results_dir(cfg.tracking.results_dir) / "sweeps", sweep_name(cfg)
+    d, k = base / name, 1
+    if not resume:
+        while (d / TUNE_DIR).exists():
+            k += 1
+            d = base / f"{name}-r{k}"
+    return d.name, d
+
+
+def _searcher(cfg: Config):
+    from ray.tune.search import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+    s = cfg.sweep
+    if any("grid" in spec for spec in s.space.values()):
+        return BasicVariantGenerator(random_state=s.seed)       # Optuna takes no grid_search
+    if len(s.metrics) == 1:
+        return OptunaSearch(metric=s.metrics[0], mode=s.modes[0], seed=s.seed)
+    return OptunaSearch(metric=list(s.metrics), mode=list(s.modes), seed=s.seed)   # multi-objective TPE
+
+
+def _scheduler(cfg: Config):
+    if cfg.sweep.scheduler != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+    # ASHA takes one metric: the intermediate per-epoch training loss that the loop reports
+    return ASHAScheduler(metric="train/loss_epoch", mode="min", time_attr="training_iteration",
+                         max_t=10 ** 6, grace_period=1)
+
+
+def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
+    """Run (or ``resume``) the sweep of ``cfg.sweep``; returns the trials, the front and the files written."""
+    import ray
+    from ray import tune
+
+    from raysweep.pretrain import ensure_extractor, ensure_original
+    from raysweep.tracking import TrialCallback, log_frontier, parent_run, tracking_uri
+    from raysweep.train import ensure_ray
+    space = search_space(cfg.sweep.space, cfg)
+    ensure_ray()
+    uri = tracking_uri(cfg, multi_node=len([n for n in ray.nodes() if n.get("Alive")]) > 1)
+    name, storage = _storage(cfg, resume)
+    storage.mkdir(parents=True, exist_ok=True)
+    ensure_original(cfg)          # before any trial: trials then find the originals cached
+    ensure_extractor(cfg)
+    parent = parent_run(uri, cfg.tracking.experiment, name, cfg)
+    trainable = tune.with_parameters(trial, base=cfg.to_dict(), storage=str(storage))
+    path = storage / TUNE_DIR
+    if resume and tune.Tuner.can_restore(str(path)):
+        log.info("resuming sweep %s from %s", name, path)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        if resume:
+            log.warning("nothing to resume at %s; starting the sweep", path)
+        tuner = tune.Tuner(
+            trainable, param_space=space,
+            tune_config=tune.TuneConfig(search_alg=_searcher(cfg), scheduler=_scheduler(cfg),
+                                        num_samples=cfg.sweep.num_samples,
+                                        max_concurrent_trials=cfg.resources.max_concurrent_trials),
+            run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(storage),
+                                      callbacks=[TrialCallback(uri, cfg.tracking.experiment, parent, cfg)],
+                                      failure_config=tune.FailureConfig(max_failures=2)))
+    grid = tuner.fit()
+    points = []
+    for r in grid:
+        m = r.metrics or {}
+        if "retain/fid" not in m:
+            continue
+        points.append(Point(trial=m.get("trial_id", r.path), retain_fid=float(m["retain/fid"]),
+                            forget_fid=float(m["forget/fid"]), params=dict(r.config),
+                            extra={k: m[k] for k in m if k.startswith(("original/", "forget/", "retain/"))}))
+    return _finish(cfg, name, storage, uri, parent, points, log_frontier)
+
+
+def _finish(cfg: Config, name: str, storage: Path, uri: str, parent: str, points: list[Point],
+            log_frontier) -> SweepResult:
+    front = pareto_front(points)
+    files = [write_csv(points, storage / "frontier.csv")]
+    orig = None
+    if points and "original/retain/fid" in points[0].extra:
+        orig = (points[0].extra["original/retain/fid"], points[0].extra["original/forget/fid"])
+    files.append(plot(points, storage / "frontier.png", original=orig, title=f"{name}: retain vs forget FID"))
+    summary: dict[str, Any] = {"front": [{"trial": p.trial, "retain/fid": p.retain_fid, "forget/fid": p.forget_fid,
+                                          **p.params} for p in front], "metrics": {}}
+    if orig and front:
+        worst_retain = max(p.retain_fid for p in points if p.valid)
+        hv = hypervolume(front, ref_retain=max(worst_retain, orig[0]) * 1.05, ref_forget=orig[1])
+        best = max(front, key=lambda p: p.forget_fid / orig[1] if p.retain_fid <= 1.15 * orig[0] else -math.inf)
+        summary["metrics"] = {"frontier/hypervolume": hv, "frontier/size": len(front),
+                              "best/forget_fid_ratio": best.forget_fid / orig[1],
+                              "best/retain_fid_ratio": best.retain_fid / orig[0]}
+    log_frontier(uri, parent, files, summary)
+    return SweepResult(name, storage, uri, parent, points, front, files)
