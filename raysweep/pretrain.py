@@ -68,4 +68,6 @@ def ensure_original(cfg: Config) -> Path | None:
     if not p.is_file():
         log.info("pretraining the original %s (%s) on all classes -> %s", cfg.model.family, cfg.model.preset, p)
         run_job(cfg, "pretrain", cache_dir() / "ray", f"pretrain-{original_key(cfg)}", output=str(p))
+        from raysweep.evaluate import write_reconstructions
+        log.info("the original's completions of held-out images: %s", write_reconstructions(cfg, p))
     return p

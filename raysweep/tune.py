@@ -69,12 +69,13 @@ def trial(params: dict, base: dict, storage: str) -> None:
     cfg = Config.from_dict(base).replace(**params)
     trial_id = ray.tune.get_context().get_trial_id()
     run_dir = Path(storage) / "trials" / trial_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(__import__("yaml").safe_dump(cfg.to_dict(), sort_keys=False))
-    result = trainer(cfg, "unlearn", Path(storage) / "train", f"train-{trial_id}", callbacks=[TuneReportCallback()],
-                     **job_kwargs(cfg, run_dir)).fit()
-    if result.error:
-        raise result.error
+    if not (run_dir / METRICS_FILE).is_file():     # finished before an interruption: report, do not rerun
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(__import__("yaml").safe_dump(cfg.to_dict(), sort_keys=False))
+        result = trainer(cfg, "unlearn", Path(storage) / "train", f"train-{trial_id}",
+                         callbacks=[TuneReportCallback()], **job_kwargs(cfg, run_dir)).fit()
+        if result.error:
+            raise result.error
     final = json.loads((run_dir / METRICS_FILE).read_text())     # written by rank 0, also after a resume
     ray.tune.report({**_numeric(final), "run_dir": str(run_dir), "extractor": final.get("extractor", "")})
 

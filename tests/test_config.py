@@ -15,6 +15,7 @@ def test_dotted_overrides_parse_as_yaml():
     cfg = load_config(DEFAULT, ["unlearn.alpha=0.5", "data.forget_classes=[1, 2]", "unlearn.noise=uniform"])
     assert cfg.unlearn.alpha == 0.5 and cfg.data.forget_classes == [1, 2] and cfg.unlearn.noise == "uniform"
     assert parse_overrides(["a.b=3"]) == {"a.b": 3}
+    assert load_config(DEFAULT, ["unlearn.lr=4e-4"]).unlearn.lr == 4e-4      # YAML 1.1 reads 4e-4 as a string
 
 
 def test_unknown_key_lists_valid_keys():

@@ -1,0 +1,84 @@
+"""A real sweep on tiny synthetic configs: Tune + Optuna (multi-objective) driving TorchTrainer, MLflow runs,
+the frontier CSV; and an interrupted sweep driver resumed with --resume without repeating finished trials."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import tiny_dict
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sweep_cfg(tmp_path, n):
+    d = tiny_dict(tmp_path)
+    d["unlearn"]["epochs"] = 1
+    d["sweep"] = {"metrics": ["retain/fid", "forget/fid"], "modes": ["min", "max"], "num_samples": n, "seed": 0,
+                  "space": {"unlearn.alpha": {"loguniform": [0.1, 2.0]},
+                            "unlearn.noise": {"choice": ["gaussian", "uniform"]}}}
+    p = tmp_path / "sweep.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def run_script(cfg, tmp_path, *extra, wait=True):
+    env = {**os.environ, "RAYSWEEP_CACHE": str(tmp_path / "cache"), "RAY_AUTH_MODE": "disabled"}
+    cmd = [sys.executable, str(ROOT / "experiments" / "tune_alpha.py"), "--config", str(cfg), *extra]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def mlflow_children(tmp_path):
+    from raysweep.config import Config
+    from raysweep.tracking import child_runs, tracking_uri
+    cfg = Config.from_dict(tiny_dict(tmp_path))
+    return child_runs(tracking_uri(cfg), cfg.tracking.experiment)
+
+
+def test_two_trial_sweep_logs_mlflow_runs_and_frontier(tmp_path):
+    res = run_script(sweep_cfg(tmp_path, 2), tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "frontier plot:" in res.stdout
+    parent, kids = mlflow_children(tmp_path)
+    assert len(kids) == 2
+    for k in kids:
+        assert {"retain/fid", "forget/fid", "retain/is", "forget/is"} <= set(k["metrics"])
+        assert "unlearn.alpha" in k["params"] and "data.forget_classes" in k["params"]
+    sweeps = list((tmp_path / "results" / "sweeps").iterdir())
+    rows = list(csv.DictReader(open(sweeps[0] / "frontier.csv")))
+    assert len(rows) == 2 and any(r["on_front"] == "1" for r in rows)
+    assert (sweeps[0] / "frontier.png").is_file()
+
+
+def test_killed_sweep_resumes_without_repeating_trials(tmp_path):
+    cfg = sweep_cfg(tmp_path, 3)
+    proc = run_script(cfg, tmp_path, wait=False)
+    trials = tmp_path / "results" / "sweeps"
+    deadline = time.time() + 600
+    done: list[Path] = []
+    while time.time() < deadline and proc.poll() is None:    # wait for the first finished trial, then kill
+        done = list(trials.glob("*/trials/*/metrics.json"))
+        if done:
+            break
+        time.sleep(2)
+    assert done, "no trial finished before the deadline"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    first = {p.parent.name: p.stat().st_mtime for p in done}
+    res = run_script(cfg, tmp_path, "--resume")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    finished = {p.parent.name: p.stat().st_mtime for p in trials.glob("*/trials/*/metrics.json")}
+    assert len(finished) == 3
+    for t, mtime in first.items():                            # finished trials were not run again
+        assert finished[t] == mtime
+    assert len(list(trials.iterdir())) == 1                   # the same sweep folder was resumed
