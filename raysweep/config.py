@@ -128,7 +128,7 @@ class UnlearnConfig:
     alpha: float = 0.25          # weight of the forget term (Eq. 10)
     noise: str = "gaussian"      # gaussian N(0, I) | uniform U[-1, 1] (App. E) | batch_stats (official MAGE code)
     loss_form: str = "l2"        # l2 = the paper's L2 distance | mse = official per-sample MSE (official §1.1)
-    train_mask: str = "random"   # masks during unlearning: random (family's own masking) | task | mixed
+    train_mask: str = "mixed"    # masks while unlearning: random (family's own) | task (eval task) | mixed (alternate)
     epochs: int = 5
     batch_size: int = 64         # per worker
     lr: float = 1e-4
@@ -204,7 +204,10 @@ class SweepConfig:
     modes: list = field(default_factory=lambda: ["min", "max"])
     num_samples: int = 8
     seed: int = 0
-    scheduler: str = "none"          # none | asha
+    scheduler: str = "none"          # none | asha (early stopping on one intermediate metric, below)
+    asha_metric: str = "train/retain_epoch"   # reported by the loop after every epoch
+    asha_mode: str = "min"
+    asha_grace_epochs: int = 1
     space: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -215,6 +218,8 @@ class SweepConfig:
             _check_choice("sweep.modes[]", m, ["min", "max"])
         _check_range("sweep.num_samples", self.num_samples, 1)
         _check_choice("sweep.scheduler", self.scheduler, ["none", "asha"])
+        _check_choice("sweep.asha_mode", self.asha_mode, ["min", "max"])
+        _check_range("sweep.asha_grace_epochs", self.asha_grace_epochs, 1)
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ def fit(job: Job, hooks: Hooks, seed: int, on_step: Callable[[int, dict], None] 
         last = {f"train/{k}_epoch": v / max(n, 1) for k, v in sums.items()}
         ckpt = {"model": module.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch} \
             if hooks.rank == 0 else None
-        hooks.report({**last, "epoch": epoch, "step": step}, ckpt)
+        hooks.report({**last, "epoch": epoch, "epochs_done": epoch + 1, "step": step}, ckpt)
         if hooks.rank == 0:
             log.info("%s epoch %d/%d %s", job.name, epoch + 1, h.epochs,
                      " ".join(f"{k}={v:.4f}" for k, v in last.items()))
@@ -194,11 +194,21 @@ class RayHooks:
             return torch.load(os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True)
 
 
+def _quiet_reports() -> None:
+    """Ray Train logs one INFO line per report and rank, under a logger named by its file path; our own
+    progress line (rank 0, every ``log_every`` steps) replaces it."""
+    try:
+        from ray.train.v2._internal.execution import context
+        logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    except ImportError:   # another Ray layout: keep Ray's lines
+        pass
+
+
 def train_loop_per_worker(config: dict) -> dict | None:
     """Ray Train entry point: ``{"job": name, "cfg": Config.to_dict(), **job kwargs}``."""
     from raysweep import jobs
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("ray.train").setLevel(logging.WARNING)    # one line per report is too chatty
+    _quiet_reports()
     cfg = Config.from_dict(config["cfg"])
     hooks = RayHooks()
     kwargs = {k: v for k, v in config.items() if k not in ("job", "cfg")}

@@ -122,9 +122,19 @@ def _scheduler(cfg: Config):
     if cfg.sweep.scheduler != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler
-    # ASHA takes one metric: the intermediate per-epoch training loss that the loop reports
-    return ASHAScheduler(metric="train/loss_epoch", mode="min", time_attr="training_iteration",
-                         max_t=10 ** 6, grace_period=1)
+    # ASHA takes one metric (ray-notes §2): an intermediate one that the loop reports after every epoch. Trials it
+    # stops are told to Optuna with their last values, which biases the front toward early-stopped trials.
+    s = cfg.sweep
+    max_epochs = max([cfg.unlearn.epochs] + [int(v) for v in _values(s.space.get("unlearn.epochs"))])
+    return ASHAScheduler(metric=s.asha_metric, mode=s.asha_mode, time_attr="epochs_done", max_t=max_epochs,
+                         grace_period=s.asha_grace_epochs, reduction_factor=2)
+
+
+def _values(spec: dict | None) -> list:
+    if not spec:
+        return []
+    kind, args = next(iter(spec.items()))
+    return list(args)
 
 
 def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
