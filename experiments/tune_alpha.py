@@ -22,8 +22,11 @@ for path in args.config or ["experiments/configs/mae_fmnist.yaml"]:      # one s
     if args.smoke_test:
         cfg = cfg.replace(**SMOKE_TEST, smoke_test=True)
     res = run_sweep(cfg, resume=args.resume)
-    print(f"\n{res.name}: {len(res.points)} trials, {len(res.front)} on the front")
+    o = res.points[0].extra if res.points else {}
+    print(f"\n{res.name}: {len(res.points)} trials, {len(res.front)} on the front; original model: retain FID "
+          f"{o.get('original/retain/fid', float('nan')):.2f}, forget FID {o.get('original/forget/fid', float('nan')):.2f}")
     for q in res.front:
-        print(f"  {q.trial}: retain FID {q.retain_fid:.2f}  forget FID {q.forget_fid:.2f}  {q.params}")
+        print(f"  {q.trial}: retain FID {q.retain_fid:.2f} (x{q.retain_fid / o['original/retain/fid']:.2f})  forget FID "
+              f"{q.forget_fid:.2f} (x{q.forget_fid / o['original/forget/fid']:.2f})  {q.params}")
     print(f"frontier plot: {res.files[1]}\nfrontier CSV:  {res.files[0]}")
-    print(f"MLflow UI:     raysweep ui --config {path}   (or: mlflow ui --backend-store-uri {res.tracking_uri})")
+    print(f"MLflow UI:     mlflow ui --backend-store-uri {res.tracking_uri} --host 127.0.0.1   (or: raysweep ui)")

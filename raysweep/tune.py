@@ -144,10 +144,11 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
     from ray import tune
 
     from raysweep.pretrain import ensure_extractor, ensure_original
+    from raysweep.runner import preflight
     from raysweep.tracking import TrialCallback, log_frontier, parent_run, tracking_uri
     from raysweep.train import ensure_ray
     space = search_space(cfg.sweep.space, cfg)
-    # intermediate reports (per log_every steps / per epoch) carry training metrics only; FIDs come with the final
+    preflight(cfg)                # bad input fails here, in the driver, before any Ray work    # intermediate reports (per log_every steps / per epoch) carry training metrics only; FIDs come with the final
     # report, which is the one Optuna is told (ray-notes §2)
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     ensure_ray()
@@ -180,7 +181,8 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
         if "retain/fid" not in m:
             continue
         points.append(Point(trial=m.get("trial_id", r.path), retain_fid=float(m["retain/fid"]),
-                            forget_fid=float(m["forget/fid"]), params=dict(r.config),
+                            forget_fid=float(m["forget/fid"]),
+                            params={"model.family": cfg.model.family, "unlearn.noise": cfg.unlearn.noise, **r.config},
                             extra={k: m[k] for k in m if k.startswith(("original/", "forget/", "retain/"))}))
     return _finish(cfg, name, storage, uri, parent, points, log_frontier)
 

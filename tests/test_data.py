@@ -139,3 +139,22 @@ def test_image_folder_layout(tmp_path):
 def test_image_folder_needs_root():
     with pytest.raises(ValueError, match="data.root"):
         Config.from_dict({"data": {"dataset": "image_folder"}})
+
+
+def test_concurrent_staging_does_not_collide(tmp_path, monkeypatch):
+    """Two Ray workers stage a cold cache at once (seen in a cold-cache sweep): both must succeed."""
+    import multiprocessing as mp
+    src = tmp_path / "fm"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 30), ("t10k", 20)):
+        _write_idx(src / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)), 2051)
+        _write_idx(src / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10, 2049)
+    monkeypatch.setenv("RAYSWEEP_DATA", str(src))
+    ctx = mp.get_context("spawn")        # fork after torch initialised its thread pool can deadlock
+    procs = [ctx.Process(target=datasets.fashion_mnist, args=(True, 32)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert all(p.exitcode == 0 for p in procs)

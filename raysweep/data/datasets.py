@@ -114,7 +114,7 @@ def _stage_fmnist() -> Path:
         if len(srcs) == len(FMNIST_FILES):
             raw.mkdir(parents=True, exist_ok=True)
             for f, src in srcs.items():
-                tmp = raw / (f + ".tmp")
+                tmp = raw / f"{f}.{os.getpid()}.tmp"      # workers may stage concurrently: replace is atomic
                 opener = gzip.open if src.suffix == ".gz" else open
                 with opener(src, "rb") as fin, open(tmp, "wb") as fout:
                     shutil.copyfileobj(fin, fout)
