@@ -86,6 +86,7 @@ def load_original(cfg: Config, original_path: str | None) -> nn.Module:
 
 def pretrain_job(cfg: Config, output: str, **_: Any) -> Job:
     family = get_family(cfg.model.family)
+    torch.manual_seed(cfg.seed)                     # reproducible initialisation (DDP then broadcasts rank 0's)
     model = family.build(dataclasses.replace(cfg.model, checkpoint=None))
     ds = load_dataset(cfg.data, train=True)
     idx = pretrain_indices(ds.labels, cfg.data.pretrain_images_per_class, ds.num_classes, cfg.data.seed)
@@ -105,6 +106,7 @@ def pretrain_job(cfg: Config, output: str, **_: Any) -> Job:
 
 def extractor_job(cfg: Config, output: str, **_: Any) -> Job:
     ds = load_dataset(cfg.data, train=True)
+    torch.manual_seed(cfg.seed)
     net = InDomainClassifier(ds.num_classes)
     hyper = Hyper(cfg.pretrain.extractor_epochs, 128, 2e-3, 1e-4, (0.9, 0.999), 0.2, 0.0, None, 100)
 

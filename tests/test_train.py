@@ -82,3 +82,13 @@ def test_extractor_learns_synthetic_classes(tiny_cfg, tmp_path):
     out = fit(extractor_job(tiny_cfg.replace(**{"pretrain.extractor_epochs": 15}), output=str(tmp_path / "e.pt")),
               LocalHooks(), 0)
     assert out["test_accuracy"] > 0.5          # 6 classes: chance is 0.17
+
+
+def test_pretraining_is_reproducible(tiny_cfg, tmp_path):
+    cfg = tiny_cfg.replace(**{"pretrain.epochs": 1})
+    states = []
+    for i in range(2):
+        torch.manual_seed(1234 + i)                 # whatever the global RNG did before, the result is the same
+        fit(pretrain_job(cfg, output=str(tmp_path / f"o{i}.pt")), LocalHooks(), 0)
+        states.append(read_state_dict(tmp_path / f"o{i}.pt"))
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
