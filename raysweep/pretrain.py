@@ -45,7 +45,10 @@ def extractor_path(cfg: Config) -> Path:
 
 
 def extractor_label(cfg: Config) -> str:
-    return f"{INDOMAIN}:{cfg.data.dataset}:{extractor_key(cfg)}"
+    """Names the exact weights (content hash), so that numbers and feature caches of two different extractor
+    files can never be mixed up (two caches may train different weights for the same config)."""
+    from raysweep.models.checkpoints import sha256
+    return f"{INDOMAIN}-{cfg.data.dataset}-{sha256(extractor_path(cfg))[:12]}"
 
 
 def ensure_extractor(cfg: Config) -> Path:

@@ -30,10 +30,13 @@ def job_kwargs(cfg: Config, run_dir: Path) -> dict:
     """What an unlearn job needs besides the config (paths only: they cross process boundaries)."""
     original = ensure_original(cfg)
     ext = ensure_extractor(cfg)
-    key = cfg.digest("model", "data", "eval")
+    label = extractor_label(cfg)
+    # the original's scores depend on the original, the eval data / task and the extractor's weights
+    from raysweep.models.checkpoints import sha256
+    orig_id = sha256(original)[:12] if original else Path(cfg.model.checkpoint).name
+    key = f"{cfg.digest('model', 'data', 'eval')}-{orig_id}-{label}"
     return {"run_dir": str(run_dir), "original": str(original) if original else None, "extractor": str(ext),
-            "extractor_label": extractor_label(cfg),
-            "original_cache": str(cache_dir() / "original_metrics" / f"{key}-{(original or Path('x')).stem}.json")}
+            "extractor_label": label, "original_cache": str(cache_dir() / "original_metrics" / f"{key}.json")}
 
 
 def preflight(cfg: Config) -> None:

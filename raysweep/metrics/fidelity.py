@@ -45,12 +45,16 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 def fid_is(generated: torch.Tensor, reference: torch.Tensor, extractor: Extractor, batch_size: int = 250,
            cuda: bool = False) -> dict[str, float]:
     """FID(generated, reference) and IS(generated) for uint8 ``[N, 3, H, W]`` image tensors."""
+    from raysweep.paths import cache_dir
     tf = _fidelity()
+    # only the fixed reference set is cached, under a name with the images' and the extractor's content hashes
+    # (metrics-notes: a reused cache name silently returns stale statistics)
     ref_hash = hashlib.sha256(reference.numpy().tobytes()).hexdigest()[:16]
+    safe_label = "".join(c if c.isalnum() or c in "-_." else "-" for c in extractor.label)
     kwargs = dict(input1=_U8(generated), input2=_U8(reference), fid=True, isc=True, cuda=cuda,
                   batch_size=batch_size, save_cpu_ram=True, verbose=False, feature_extractor=extractor.name,
-                  feature_layer_fid=extractor.fid_layer, feature_layer_isc=extractor.isc_layer,
-                  isc_splits=10, input2_cache_name=f"raysweep-ref-{ref_hash}-{extractor.label.replace(':', '-')}")
+                  feature_layer_fid=extractor.fid_layer, feature_layer_isc=extractor.isc_layer, isc_splits=10,
+                  cache_root=str(cache_dir() / "fidelity"), input2_cache_name=f"raysweep-ref-{ref_hash}-{safe_label}")
     if extractor.name == INDOMAIN:
         kwargs["feature_extractor_weights_path"] = extractor.weights
     m = tf.calculate_metrics(**kwargs)

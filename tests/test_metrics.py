@@ -1,0 +1,49 @@
+"""FID / IS through torch-fidelity with the in-domain extractor, and the feature cache's keying."""
+import torch
+
+from raysweep.jobs import extractor_job
+from raysweep.metrics.extractors import INDOMAIN
+from raysweep.metrics.fidelity import Extractor, fid_is, to_uint8
+from raysweep.models.checkpoints import save_atomic, sha256
+from raysweep.train import LocalHooks, fit
+
+
+def _extractor(tiny_cfg, path):
+    fit(extractor_job(tiny_cfg.replace(**{"pretrain.extractor_epochs": 3}), output=str(path)), LocalHooks(), 0)
+    return path
+
+
+def test_fid_is_zero_for_identical_sets_and_grows_with_damage(tiny_cfg, tmp_path):
+    from raysweep.data.datasets import synthetic
+    ext_path = _extractor(tiny_cfg, tmp_path / "e.pt")
+    ext = Extractor(INDOMAIN, str(ext_path), f"{INDOMAIN}-{sha256(ext_path)[:12]}")
+    ds = synthetic(False, 16, 6, per_class=40)
+    ref = to_uint8(torch.stack([ds[i][0] for i in range(len(ds))]))
+    same = fid_is(ref, ref, ext, batch_size=64)
+    noisy = fid_is(to_uint8(torch.rand(len(ref), 3, 16, 16)), ref, ext, batch_size=64)
+    assert abs(same["fid"]) < 1e-6 and noisy["fid"] > 1e4 * max(abs(same["fid"]), 1e-9) and same["is"] > 1.0
+
+
+def test_feature_cache_never_mixes_two_extractors(tiny_cfg, tmp_path, monkeypatch):
+    """Regression: the reference-feature cache was keyed by the extractor's *config*; a second extractor file
+    for the same config then reused the first one's reference statistics and gave garbage FIDs."""
+    from raysweep.data.datasets import synthetic
+    a = _extractor(tiny_cfg, tmp_path / "a.pt")
+    state = torch.load(a, weights_only=True)
+    state["model"] = {k: v * 1.5 if v.is_floating_point() else v for k, v in state["model"].items()}
+    b = tmp_path / "b.pt"
+    save_atomic(state, b)
+    ds = synthetic(False, 16, 6, per_class=30)
+    ref = to_uint8(torch.stack([ds[i][0] for i in range(len(ds))]))
+    gen = to_uint8(torch.stack([ds[i][0] for i in range(len(ds))]).flip(-1))
+    from raysweep.pretrain import extractor_label
+    monkeypatch.setattr("raysweep.pretrain.extractor_path", lambda cfg: a)
+    la = extractor_label(tiny_cfg)
+    monkeypatch.setattr("raysweep.pretrain.extractor_path", lambda cfg: b)
+    lb = extractor_label(tiny_cfg)
+    assert la != lb
+    fid_is(gen, ref, Extractor(INDOMAIN, str(a), la), batch_size=64)          # fills the cache for a
+    with_b = fid_is(gen, ref, Extractor(INDOMAIN, str(b), lb), batch_size=64)
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "fresh"))
+    fresh_b = fid_is(gen, ref, Extractor(INDOMAIN, str(b), lb), batch_size=64)
+    assert abs(with_b["fid"] - fresh_b["fid"]) < 1e-6
