@@ -71,10 +71,10 @@ class TrialCallback(MLflowLoggerCallback):
     """Tune logger callback creating one child run per trial under the sweep's parent run (Ray has no nesting of
     its own). Module-level so that Tune can pickle it into the experiment state (``--resume``)."""
 
-    def __init__(self, uri: str, experiment: str, parent_id: str, base: Config):
+    def __init__(self, uri: str, experiment: str, parent_id: str, base: Config, trials_dir: str):
         super().__init__(tracking_uri=uri, experiment_name=experiment,
                          tags={"mlflow.parentRunId": parent_id, SWEEP_TAG + ".parent": parent_id})
-        self.uri, self.base = uri, base
+        self.uri, self.base, self.trials_dir = uri, base, trials_dir
 
     def log_trial_start(self, trial):
         new = trial not in self._trial_runs
@@ -85,12 +85,16 @@ class TrialCallback(MLflowLoggerCallback):
             _log_params(_client(self.uri), self._trial_runs[trial], rest)
 
     def log_trial_end(self, trial, failed: bool = False):
-        run_dir = (trial.last_result or {}).get("run_dir")
-        if run_dir and trial in self._trial_runs:
+        run_dir = Path(self.trials_dir) / trial.trial_id       # Tune drops string results: derive it
+        if trial in self._trial_runs:
             client = _client(self.uri)
             for name in ("config.yaml", "metrics.json", "samples.png"):
                 if (Path(run_dir) / name).is_file():
                     client.log_artifact(self._trial_runs[trial], str(Path(run_dir) / name))
+            if (Path(run_dir) / "metrics.json").is_file():     # which extractor produced these FID / IS numbers
+                m = json.loads((Path(run_dir) / "metrics.json").read_text())
+                client.set_tag(self._trial_runs[trial], "raysweep.extractor", m.get("extractor", ""))
+                client.set_tag(self._trial_runs[trial], "raysweep.task", m.get("task", ""))
         super().log_trial_end(trial, failed)
 
 

@@ -78,7 +78,7 @@ def trial(params: dict, base: dict, storage: str) -> None:
         if result.error:
             raise result.error
     final = json.loads((run_dir / METRICS_FILE).read_text())     # written by rank 0, also after a resume
-    ray.tune.report({**_numeric(final), "run_dir": str(run_dir), "extractor": final.get("extractor", "")})
+    ray.tune.report(_numeric(final))          # numbers only (Tune drops strings); the folder is trials/<trial_id>
 
 
 @dataclass
@@ -172,7 +172,8 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
                                         num_samples=cfg.sweep.num_samples,
                                         max_concurrent_trials=cfg.resources.max_concurrent_trials),
             run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(storage),
-                                      callbacks=[TrialCallback(uri, cfg.tracking.experiment, parent, cfg)],
+                                      callbacks=[TrialCallback(uri, cfg.tracking.experiment, parent, cfg,
+                                                               str(storage / "trials"))],
                                       failure_config=tune.FailureConfig(max_failures=2)))
     grid = tuner.fit()
     points = []

@@ -53,6 +53,14 @@ def test_two_trial_sweep_logs_mlflow_runs_and_frontier(tmp_path):
     for k in kids:
         assert {"retain/fid", "forget/fid", "retain/is", "forget/is"} <= set(k["metrics"])
         assert "unlearn.alpha" in k["params"] and "data.forget_classes" in k["params"]
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("raysweep").experiment_id
+    for run in client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'"):
+        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "metrics.json", "samples.png"} <= names
+        assert run.data.tags["raysweep.extractor"].startswith("raysweep-indomain")
+    assert {"frontier.csv", "frontier.png", "best_trials.json"} <= {a.path for a in client.list_artifacts(parent)}
     sweeps = list((tmp_path / "results" / "sweeps").iterdir())
     rows = list(csv.DictReader(open(sweeps[0] / "frontier.csv")))
     assert len(rows) == 2 and any(r["on_front"] == "1" for r in rows)
