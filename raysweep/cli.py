@@ -97,17 +97,15 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmarks live in the source checkout's ``benchmarks/`` (not in the installed package)."""
-    import importlib.util
     from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
-    if not path.is_file():
-        print(f"raysweep: {path} not found; `raysweep bench` runs from a source checkout (pip install -e .)",
-              file=sys.stderr)
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "throughput.py").is_file():
+        print(f"raysweep: {root / 'benchmarks'} not found; `raysweep bench` runs from a source checkout "
+              "(pip install -e .)", file=sys.stderr)
         return 2
-    spec = importlib.util.spec_from_file_location("raysweep_bench_throughput", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main(_config(args), steps=args.steps)
+    sys.path.insert(0, str(root))             # spawned benchmark workers inherit sys.path
+    from benchmarks.throughput import main as bench_main
+    return bench_main(_config(args), steps=args.steps)
 
 
 def build_parser() -> argparse.ArgumentParser:
