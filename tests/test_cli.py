@@ -1,6 +1,5 @@
 """Bad input through the command line: a clear message, exit code 2, nothing written. Runs no Ray job."""
 import numpy as np
-import pytest
 import yaml
 
 from raysweep.cli import format_table, main

@@ -89,13 +89,19 @@ def _write_idx(path, arr, magic):
         f.write(header + arr.astype(np.uint8).tobytes())
 
 
-def test_fashion_mnist_from_raysweep_data(tmp_path, monkeypatch):
+def _fake_fmnist(tmp_path):
+    """The four Fashion-MNIST idx.gz files, tiny (30 train / 20 test images)."""
     src = tmp_path / "fm"
     src.mkdir()
     rng = np.random.default_rng(0)
     for split, n in (("train", 30), ("t10k", 20)):
         _write_idx(src / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)), 2051)
         _write_idx(src / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10, 2049)
+    return src
+
+
+def test_fashion_mnist_from_raysweep_data(tmp_path, monkeypatch):
+    src = _fake_fmnist(tmp_path)
     monkeypatch.setenv("RAYSWEEP_DATA", str(src))
     monkeypatch.setattr(datasets, "FMNIST_DEBIAN_DIR", tmp_path / "absent")
     ds = datasets.fashion_mnist(train=True, size=32)
@@ -144,12 +150,7 @@ def test_image_folder_needs_root():
 def test_concurrent_staging_does_not_collide(tmp_path, monkeypatch):
     """Two Ray workers stage a cold cache at once (seen in a cold-cache sweep): both must succeed."""
     import multiprocessing as mp
-    src = tmp_path / "fm"
-    src.mkdir()
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 30), ("t10k", 20)):
-        _write_idx(src / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28)), 2051)
-        _write_idx(src / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % 10, 2049)
+    src = _fake_fmnist(tmp_path)
     monkeypatch.setenv("RAYSWEEP_DATA", str(src))
     ctx = mp.get_context("spawn")        # fork after torch initialised its thread pool can deadlock
     procs = [ctx.Process(target=datasets.fashion_mnist, args=(True, 32)) for _ in range(4)]
