@@ -113,7 +113,7 @@ def extractor_job(cfg: Config, output: str, **_: Any) -> Job:
     def step(m: nn.Module, batch: Any, gen: torch.Generator) -> dict[str, torch.Tensor]:
         x, y = batch
         # light augmentation: random shifts of up to 2 px, so features do not hinge on exact pixels
-        dx, dy = torch.randint(-2, 3, (2,), generator=gen).tolist()
+        dx, dy = torch.randint(-2, 3, (2,), generator=gen, device=gen.device).tolist()
         x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
         logits = m(x)
         return {"loss": F.cross_entropy(logits, y), "acc": (logits.argmax(1) == y).float().mean()}
