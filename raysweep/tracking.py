@@ -42,8 +42,16 @@ def _client(uri: str):
 
 
 def _experiment_id(client, name: str) -> str:
+    """Get or create the experiment; with a sqlite store its artifacts go next to the database (MLflow's default,
+    ./mlruns in whatever the working directory is, would scatter them)."""
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp else client.create_experiment(name)
+    if exp:
+        return exp.experiment_id
+    uri = client.tracking_uri if hasattr(client, "tracking_uri") else ""
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    return client.create_experiment(name, artifact_location=location)
 
 
 def parent_run(uri: str, experiment: str, sweep: str, cfg: Config) -> str:
