@@ -6,6 +6,8 @@ import json
 import logging
 from pathlib import Path
 
+import yaml
+
 from raysweep.config import Config
 from raysweep.evaluate import METRICS_FILE
 from raysweep.paths import cache_dir, results_dir
@@ -58,7 +60,7 @@ def unlearn(cfg: Config) -> tuple[Path, dict]:
     preflight(cfg)
     run_dir = run_dir_for(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(__import__("yaml").safe_dump(cfg.to_dict(), sort_keys=False))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     kwargs = job_kwargs(cfg, run_dir)
     run_job(cfg, "unlearn", run_dir, "train", **kwargs)
     return run_dir, json.loads((run_dir / METRICS_FILE).read_text())

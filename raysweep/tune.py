@@ -14,6 +14,8 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 from typing import Any
 
 from raysweep.config import Config, ConfigError, flatten
@@ -72,7 +74,7 @@ def trial(params: dict, base: dict, storage: str) -> None:
     run_dir = Path(storage) / "trials" / trial_id
     if not (run_dir / METRICS_FILE).is_file():     # finished before an interruption: report, do not rerun
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(__import__("yaml").safe_dump(cfg.to_dict(), sort_keys=False))
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         result = trainer(cfg, "unlearn", Path(storage) / "train", f"train-{trial_id}",
                          callbacks=[TuneReportCallback()], **job_kwargs(cfg, run_dir)).fit()
         if result.error:
