@@ -2,6 +2,9 @@
 FID up); every trial is an MLflow child run, the trade-off frontier is a plot and a CSV on the parent run.
 
     python experiments/tune_alpha.py [--config PATH ...] [key=value ...] [--smoke-test] [--resume]
+
+--config once per model family, e.g. --config experiments/configs/mae_fmnist.yaml
+--config experiments/configs/mage_fmnist.yaml (one study per family).
 """
 import argparse
 import logging

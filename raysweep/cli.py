@@ -30,7 +30,7 @@ def format_table(m: dict) -> str:
     for label, prefix in (("original", "original/"), ("unlearned", "")):
         lines.append(f"{label:<11}" + "".join(f"{m[prefix + k]:>{w + 2}.2f}" for k, _ in cols))
     lines.append(f"{'ratio':<11}" + "".join(f"{m[k] / m['original/' + k]:>{w + 1}.2f}x" for k, _ in cols))
-    lines.append(f"extractor: {m.get('extractor')}   task: {m.get('task')}   "
+    lines.append(f"extractor: {m.get('extractor')}   task: {m.get('task')}   generation: {m.get('generation')}   "
                  f"images per group: {m.get('eval_images_per_group')}")
     return "\n".join(lines)
 

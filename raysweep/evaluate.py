@@ -82,6 +82,7 @@ def run_finisher(cfg: Config, rank: int, run_dir: str, original: str | None, ext
         result["forget/fid_ratio"] = new["forget/fid"] / max(orig["forget/fid"], 1e-12)
         result["retain/fid_ratio"] = new["retain/fid"] / max(orig["retain/fid"], 1e-12)
         payload = {**result, "extractor": ext.label, "task": f"{cfg.eval.task.name}:{cfg.eval.task.ratio}",
+                   "generation": family.generation(getattr(model, "module", model)),
                    "eval_images_per_group": {g: len(x) for g, x in groups.items()}}
         (out / METRICS_FILE).write_text(json.dumps(payload, indent=2))
         save_atomic({"model": getattr(model, "module", model).state_dict(), "config": cfg.to_dict()},

@@ -26,7 +26,7 @@ from raysweep.data.datasets import load_dataset
 from raysweep.data.masks import task_mask
 from raysweep.data.splits import pretrain_indices, unlearn_split
 from raysweep.metrics.extractors import InDomainClassifier
-from raysweep.models import get_family, unwrap
+from raysweep.models import get_family, pretrain_options, unwrap
 from raysweep.models.checkpoints import read_state_dict, save_atomic
 from raysweep.unlearn.losses import METHODS
 from raysweep.unlearn.noise import sample_noise
@@ -84,24 +84,34 @@ def load_original(cfg: Config, original_path: str | None) -> nn.Module:
     return model
 
 
-def pretrain_job(cfg: Config, output: str, **_: Any) -> Job:
+def pretrain_job(cfg: Config, output: str, stage: str | None = None, init: str | None = None, **_: Any) -> Job:
+    """One pretraining stage of the original (``stage`` None = the family's only / last stage), starting from the
+    previous stage's weights ``init``; only the stage's parameters train."""
     family = get_family(cfg.model.family)
     torch.manual_seed(cfg.seed)                     # reproducible initialisation (DDP then broadcasts rank 0's)
-    model = family.build(dataclasses.replace(cfg.model, checkpoint=None))
+    model = family.build(dataclasses.replace(cfg.model, checkpoint=None,
+                                             options=pretrain_options(family, cfg.model.options)))
+    if init:
+        model.load_state_dict(read_state_dict(init, key="model"))
+    stages = {s.name: s for s in family.pretrain_stages(cfg)}
+    st = stages[stage] if stage else list(stages.values())[-1]
+    params = list(st.parameters(model))
+    model.requires_grad_(False)
+    for q in params:
+        q.requires_grad_(True)
     ds = load_dataset(cfg.data, train=True)
     idx = pretrain_indices(ds.labels, cfg.data.pretrain_images_per_class, ds.num_classes, cfg.data.seed)
     p = cfg.pretrain
-    hyper = Hyper(p.epochs, p.batch_size, p.lr, p.weight_decay, (0.9, 0.95), p.warmup_epochs, 0.0, 3.0, 50)
+    hyper = Hyper(st.epochs, p.batch_size, st.lr, p.weight_decay, (0.9, 0.95), p.warmup_epochs, 0.0, 3.0, 50)
 
     def step(m: nn.Module, batch: Any, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        return {"loss": family.pretrain_loss(m, batch[0], gen)}
+        return {"loss": family.pretrain_loss(m, batch[0], gen, stage=st.name)}
 
     def finish(m: nn.Module, device: torch.device) -> dict:
-        save_atomic({"model": unwrap(m).state_dict(), "config": cfg.to_dict()}, output)
+        save_atomic({"model": unwrap(m).state_dict(), "config": cfg.to_dict(), "stage": st.name}, output)
         return {"path": output}
 
-    return Job("pretrain", model, [q for q in model.parameters() if q.requires_grad], Subset(ds, idx), hyper,
-               step, finish)
+    return Job(f"pretrain-{st.name}", model, params, Subset(ds, idx), hyper, step, finish)
 
 
 def extractor_job(cfg: Config, output: str, **_: Any) -> Job:
@@ -163,8 +173,8 @@ def unlearn_job(cfg: Config, original: str | None, finish: Callable[[nn.Module, 
         with torch.no_grad():
             mean, std = family.input_stats(teacher)
             noise = sample_noise(u.noise, images, mean, std, gen)
-            t_in = torch.where(is_forget.view(-1, 1, 1, 1), noise, images)          # x_r, or n for forget rows
-            target, _ = family.encode(teacher, t_in, ctx)                           # teacher shares the masks
+            t_in, t_ctx = family.forget_input(images, noise, is_forget, ctx)        # x_r, or n for forget rows
+            target, _ = family.encode(teacher, t_in, t_ctx)                         # teacher shares the masks
         return loss_fn(z, target, is_forget, u.alpha, u.loss_form)
 
     return Job("unlearn", student, params, FlaggedSubset(ds, split.indices, split.is_forget), hyper, step, finish,

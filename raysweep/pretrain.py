@@ -25,8 +25,11 @@ def _key(payload: dict) -> str:
 
 
 def original_key(cfg: Config) -> str:
+    from raysweep.models import get_family, pretrain_options
     d = cfg.to_dict()
-    return _key({"model": {k: d["model"][k] for k in ("family", "preset", "options")},
+    model = {"family": cfg.model.family, "preset": cfg.model.preset,
+             "options": pretrain_options(get_family(cfg.model.family), cfg.model.options)}
+    return _key({"model": model,
                  "data": {k: d["data"][k] for k in _DATA_KEYS},
                  "pretrain": {k: v for k, v in d["pretrain"].items() if k != "extractor_epochs"}})
 
@@ -67,10 +70,19 @@ def ensure_original(cfg: Config) -> Path | None:
     from raysweep.train import run_job
     if cfg.model.checkpoint:
         return None
+    from raysweep.models import get_family
     p = original_path(cfg)
     if not p.is_file():
-        log.info("pretraining the original %s (%s) on all classes -> %s", cfg.model.family, cfg.model.preset, p)
-        run_job(cfg, "pretrain", cache_dir() / "ray", f"pretrain-{original_key(cfg)}", output=str(p))
+        stages = get_family(cfg.model.family).pretrain_stages(cfg)
+        init = None
+        for i, st in enumerate(stages):     # every stage but the last is cached on its own (resumable)
+            out = p if i == len(stages) - 1 else p.with_name(f"{p.stem}.{st.name}.pt")
+            if not out.is_file():
+                log.info("pretraining the original %s (%s), stage %s, on all classes -> %s", cfg.model.family,
+                         cfg.model.preset, st.name, out)
+                run_job(cfg, "pretrain", cache_dir() / "ray", f"pretrain-{original_key(cfg)}-{st.name}",
+                        output=str(out), stage=st.name, init=str(init) if init else None)
+            init = out
         from raysweep.evaluate import write_reconstructions
         log.info("the original's completions of held-out images: %s", write_reconstructions(cfg, p))
     return p

@@ -103,6 +103,7 @@ class TrialCallback(MLflowLoggerCallback):
                 m = json.loads((Path(run_dir) / "metrics.json").read_text())
                 client.set_tag(self._trial_runs[trial], "raysweep.extractor", m.get("extractor", ""))
                 client.set_tag(self._trial_runs[trial], "raysweep.task", m.get("task", ""))
+                client.set_tag(self._trial_runs[trial], "raysweep.generation", m.get("generation", ""))
         super().log_trial_end(trial, failed)
 
 

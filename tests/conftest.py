@@ -10,6 +10,13 @@ from raysweep.config import Config
 
 TINY_MAE = {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2,
             "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2}
+TINY_MAGE = {"img_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 32,
+             "decoder_depth": 1, "decoder_num_heads": 2, "tok_ch": 8, "tok_z_channels": 8, "tok_n_embed": 16,
+             "tok_num_res_blocks": 1, "tokenizer_epochs": 1, "decode_steps": 4}
+TINY_PALETTE = {"inner_channel": 32, "channel_mults": [1, 2], "res_blocks": 1, "timesteps": 100,
+                "sample_steps": 3}
+# per family: model options that make the 16 px synthetic test configs fast
+TINY_OPTIONS = {"mae": TINY_MAE, "mage": TINY_MAGE, "palette": TINY_PALETTE}
 
 
 def tiny_dict(tmp_path) -> dict:

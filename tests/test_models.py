@@ -7,6 +7,7 @@ import torch
 from raysweep.config import TaskConfig
 from raysweep.data.masks import task_mask
 from raysweep.models import FAMILIES, get_family
+from tests.conftest import TINY_OPTIONS
 
 FAMILY_NAMES = sorted(FAMILIES)
 
@@ -14,7 +15,7 @@ FAMILY_NAMES = sorted(FAMILIES)
 def build(name, tiny_cfg):
     fam = get_family(name)
     torch.manual_seed(0)
-    return fam, fam.build(dataclasses.replace(tiny_cfg.model, family=name))
+    return fam, fam.build(dataclasses.replace(tiny_cfg.model, family=name, options=TINY_OPTIONS[name]))
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)
@@ -62,12 +63,23 @@ def test_gradients_only_on_encoder_parameters(name, tiny_cfg):
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)
-def test_pretrain_loss_is_finite_and_trains_everything(name, tiny_cfg):
+def test_pretrain_stages_train_what_they_name(name, tiny_cfg):
     fam, model = build(name, tiny_cfg)
-    loss = fam.pretrain_loss(model, torch.rand(2, 3, 16, 16), torch.Generator().manual_seed(0))
-    assert torch.isfinite(loss)
-    loss.backward()
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    cfg = tiny_cfg.replace(**{"model.family": name, "model.options": TINY_OPTIONS[name]})
+    stages = fam.pretrain_stages(cfg)
+    assert stages and len({s.name for s in stages}) == len(stages)
+    for st in stages:
+        params = list(st.parameters(model))
+        model.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        model.zero_grad(set_to_none=True)
+        loss = fam.pretrain_loss(model, torch.rand(4, 3, 16, 16), torch.Generator().manual_seed(0), stage=st.name)
+        assert torch.isfinite(loss)
+        loss.backward()
+        assert all(p.grad is not None for p in params), st.name          # DDP needs every trained param used
+        ids = {id(p) for p in params}
+        assert all(p.grad is None for p in model.parameters() if id(p) not in ids)
 
 
 def test_unknown_family_and_option():

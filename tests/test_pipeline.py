@@ -11,7 +11,7 @@ from raysweep.evaluate import GRID_FILE, METRICS_FILE, MODEL_FILE
 from raysweep.models import get_family
 from raysweep.pretrain import original_path
 from raysweep.runner import run_dir_for
-from tests.conftest import tiny_dict
+from tests.conftest import TINY_OPTIONS, tiny_dict
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +29,11 @@ def ray_session(tmp_path_factory):
     ray.shutdown()
 
 
-def test_unlearn_cli_end_to_end(ray_session, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("family", ["mae", "mage"])
+def test_unlearn_cli_end_to_end(family, ray_session, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RAYSWEEP_CACHE", str(ray_session))
     d = tiny_dict(tmp_path)
+    d["model"] = {"family": family, "preset": "tiny", "options": dict(TINY_OPTIONS[family])}
     p = tmp_path / "tiny.yaml"
     p.write_text(yaml.safe_dump(d))
     assert main(["unlearn", "--config", str(p)]) == 0
@@ -46,7 +48,7 @@ def test_unlearn_cli_end_to_end(ray_session, tmp_path, monkeypatch, capsys):
     assert m["extractor"].startswith("raysweep-indomain") and m["task"] == "center:0.5"
     assert (runs[0] / GRID_FILE).stat().st_size > 0
     # only the encoder moved: every decoder tensor of the unlearned model equals the original's
-    fam = get_family("mae")
+    fam = get_family(family)
     orig = torch.load(original_path(cfg), weights_only=True)["model"]
     new = torch.load(runs[0] / MODEL_FILE, weights_only=True)["model"]
     model = fam.build(cfg.model)

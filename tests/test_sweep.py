@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import tiny_dict
+from tests.conftest import TINY_OPTIONS, tiny_dict
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def sweep_cfg(tmp_path, n):
+def sweep_cfg(tmp_path, n, family="mae"):
     d = tiny_dict(tmp_path)
+    d["model"] = {"family": family, "preset": "tiny", "options": dict(TINY_OPTIONS[family])}
     d["unlearn"]["epochs"] = 1
     d["sweep"] = {"metrics": ["retain/fid", "forget/fid"], "modes": ["min", "max"], "num_samples": n, "seed": 0,
                   "space": {"unlearn.alpha": {"loguniform": [0.1, 2.0]},
@@ -90,3 +91,11 @@ def test_killed_sweep_resumes_without_repeating_trials(tmp_path):
     for t, mtime in first.items():                            # finished trials were not run again
         assert finished[t] == mtime
     assert len(list(trials.iterdir())) == 1                   # the same sweep folder was resumed
+
+
+def test_tune_alpha_sweeps_the_mage_family(tmp_path):
+    res = run_script(sweep_cfg(tmp_path, 1, family="mage"), tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    _, kids = mlflow_children(tmp_path)
+    assert len(kids) == 1 and kids[0]["params"]["model.family"] == "mage"
+    assert {"retain/fid", "forget/fid"} <= set(kids[0]["metrics"])

@@ -6,13 +6,24 @@ sees exactly what the student saw.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import torch
 from torch import nn
 
-from raysweep.config import ModelConfig
+from raysweep.config import Config, ModelConfig
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of pretraining the original (MAGE: tokenizer, then transformer; MAE: one stage).
+    ``parameters(model)`` is what the stage trains; everything else stays frozen during it."""
+    name: str
+    parameters: Callable[[nn.Module], Iterable[nn.Parameter]]
+    epochs: int
+    lr: float
 
 
 class ModelFamily(Protocol):
@@ -21,15 +32,19 @@ class ModelFamily(Protocol):
     def encode(self, model: nn.Module, images: torch.Tensor, ctx: dict | None = None,
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]: ...
     def generate(self, model: nn.Module, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
-    def pretrain_loss(self, model: nn.Module, images: torch.Tensor,
-                      generator: torch.Generator | None = None) -> torch.Tensor: ...
+    def pretrain_loss(self, model: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None,
+                      stage: str = ...) -> torch.Tensor: ...
+    def pretrain_stages(self, cfg: Config) -> list[Stage]: ...
+    def forget_input(self, images: torch.Tensor, noise: torch.Tensor, is_forget: torch.Tensor,
+                     ctx: dict) -> tuple[torch.Tensor, dict]: ...   # the teacher's input for Eq. 10's target
+    def generation(self, model: nn.Module) -> str: ...             # how generate() samples (recorded with metrics)
     def input_stats(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]: ...
     def load_official(self, model: nn.Module, path: str) -> None: ...
 
 
 def _families() -> dict[str, ModuleType]:
-    from raysweep.models import mae
-    return {"mae": mae}
+    from raysweep.models import mae, mage, palette
+    return {"mae": mae, "mage": mage, "palette": palette}
 
 
 FAMILIES: dict[str, Any] = _families()
@@ -41,6 +56,13 @@ def get_family(name: str) -> ModelFamily:
         return FAMILIES[name]
     except KeyError:
         raise ValueError(f"unknown model family {name!r}; known families: {sorted(FAMILIES)}") from None
+
+
+def pretrain_options(family: Any, options: dict) -> dict:
+    """``options`` without those that only change unlearning / evaluation (``UNLEARN_OPTIONS`` of the family):
+    they must not change which pretrained original is used."""
+    skip = getattr(family, "UNLEARN_OPTIONS", set())
+    return {k: v for k, v in options.items() if k not in skip}
 
 
 def unwrap(model: nn.Module) -> nn.Module:

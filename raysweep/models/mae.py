@@ -17,7 +17,7 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from raysweep.config import ModelConfig
+from raysweep.config import Config, ModelConfig
 from raysweep.data.masks import patch_mask, random_patch_mask
 from raysweep.models.checkpoints import load_strict, read_state_dict
 
@@ -205,6 +205,17 @@ def encode(model: nn.Module, images: torch.Tensor, ctx: dict | None = None,
     return model(images, ctx["ids_keep"]), ctx
 
 
+def forget_input(images: torch.Tensor, noise: torch.Tensor, is_forget: torch.Tensor,
+                 ctx: dict) -> tuple[torch.Tensor, dict]:
+    """Eq. 10: the teacher encodes T(n) for forget rows (the noise image under the same masks) and T(x_r) else."""
+    return torch.where(is_forget.view(-1, 1, 1, 1), noise, images), ctx
+
+
+def generation(model: nn.Module) -> str:
+    """The MAE decoder's one-pass prediction of the removed patches."""
+    return "mae-decoder"
+
+
 @torch.no_grad()
 def generate(model: nn.Module, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Complete the removed pixels (``mask`` ``[B, H, W]``): decoder output inside the hole, input elsewhere."""
@@ -215,7 +226,16 @@ def generate(model: nn.Module, images: torch.Tensor, mask: torch.Tensor) -> torc
     return torch.where(mask.unsqueeze(1), pred, images).clamp(0.0, 1.0)
 
 
-def pretrain_loss(model: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def pretrain_stages(cfg: Config) -> list:
+    """One stage: the whole MAE."""
+    from raysweep.models import Stage
+    def params(m: nn.Module) -> Iterable[nn.Parameter]:
+        return [p for p in getattr(m, "module", m).parameters() if p.requires_grad]   # pos_embed stays fixed
+    return [Stage("model", params, cfg.pretrain.epochs, cfg.pretrain.lr)]
+
+
+def pretrain_loss(model: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None,
+                  stage: str = "model") -> torch.Tensor:
     """MAE's own objective: per-patch MSE in normalised pixel space, averaged over the removed patches."""
     m = getattr(model, "module", model)
     ctx = _ctx(m, images, None, generator, m.mask_ratio)

@@ -1,0 +1,270 @@
+"""Palette family (Saharia et al., 2022): conditional diffusion for inpainting with the guided-diffusion UNet,
+laid out as Palette's ``Network`` (``denoise_fn`` + the noise-schedule buffers) so that ``16_Network.pth`` loads
+strictly (official-protocol §5.2).
+
+- Training (pretraining the original, Palette's objective): t ~ U{1..T-1}, a continuous noise level
+  gamma ~ U(gamma_{t-1}, gamma_t), x~ = sqrt(gamma) y0 + sqrt(1-gamma) eps; the UNet sees
+  cat[y_cond, x~ * mask + y0 * (1 - mask)] (known pixels re-imposed) with y_cond = the image with N(0, I) in the hole,
+  and predicts eps; loss = MSE(mask * eps, mask * eps_hat). Images live in [-1, 1].
+- **encode** (App. C.25, official §1.2) = cond_embed + input blocks + middle block; the latent is the 13 (tiny: fewer)
+  feature maps, each divided by sqrt(its size) and concatenated, so each map weighs the same in Eq. 10 (the official
+  loss sums one MSE per map). ``ctx`` holds t, gamma, eps and the hole mask, shared with the teacher.
+- **Forget target** (App. C.25): the teacher sees pure noise in place of x~ inside the hole (real context, real
+  y_cond) - :func:`forget_input`.
+- **generate**: full ancestral DDPM over all T steps (``sampler: ddpm``, the paper / official test) or deterministic
+  DDIM with ``sample_steps`` steps (``sampler: ddim``, the default on CPU); known pixels are re-imposed after every
+  step, the start is y_cond (official), the seed is fixed. :func:`generation` names the sampler for the metrics.
+- Decoder (frozen, bit-identical after unlearning): output_blocks and out.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raysweep.config import Config, ModelConfig
+from raysweep.models import Stage
+from raysweep.models.checkpoints import load_strict, read_state_dict
+from raysweep.models.unet import UNet
+
+PRESETS = {
+    # 32 px: 32/64 channels at 32/16 px, 2 res blocks per level, attention in the middle block only
+    "tiny": dict(inner_channel=32, channel_mults=(1, 2), res_blocks=2, attn_res=(), num_head_channels=32),
+    # the official Places2 inpainting config (inpainting_places2.json)
+    "vit_base": dict(inner_channel=64, channel_mults=(1, 2, 4, 8), res_blocks=2, attn_res=(16,),
+                     num_head_channels=32),
+}
+OPTIONS = {"inner_channel", "channel_mults", "res_blocks", "attn_res", "num_head_channels", "dropout",
+           "timesteps", "linear_start", "linear_end", "sampler", "sample_steps", "train_masks"}
+UNLEARN_OPTIONS = {"sampler", "sample_steps", "dropout"}
+SAMPLERS = ("ddim", "ddpm")
+BUFFERS = ("gammas", "sqrt_recip_gammas", "sqrt_recipm1_gammas", "posterior_log_variance_clipped",
+           "posterior_mean_coef1", "posterior_mean_coef2")
+
+
+class PaletteNetwork(nn.Module):
+    """``denoise_fn`` (the UNet) and the noise schedule as persistent buffers (official Network layout)."""
+
+    def __init__(self, unet: UNet, timesteps: int = 2000, linear_start: float = 1e-6, linear_end: float = 1e-2):
+        super().__init__()
+        self.denoise_fn = unet
+        betas = np.linspace(linear_start, linear_end, timesteps, dtype=np.float64)     # official train schedule
+        alphas = 1.0 - betas
+        gammas = np.cumprod(alphas)
+        prev = np.append(1.0, gammas[:-1])
+        post_var = betas * (1.0 - prev) / (1.0 - gammas)
+
+        def f32(a: np.ndarray) -> torch.Tensor:
+            return torch.tensor(a, dtype=torch.float32)
+        self.register_buffer("gammas", f32(gammas))
+        self.register_buffer("sqrt_recip_gammas", f32(np.sqrt(1.0 / gammas)))
+        self.register_buffer("sqrt_recipm1_gammas", f32(np.sqrt(1.0 / gammas - 1)))
+        self.register_buffer("posterior_log_variance_clipped", f32(np.log(np.maximum(post_var, 1e-20))))
+        self.register_buffer("posterior_mean_coef1", f32(betas * np.sqrt(prev) / (1.0 - gammas)))
+        self.register_buffer("posterior_mean_coef2", f32((1.0 - prev) * np.sqrt(alphas) / (1.0 - gammas)))
+        self.sampler, self.sample_steps, self.train_masks = "ddim", 25, "mixed"
+
+    @property
+    def timesteps(self) -> int:
+        return int(self.gammas.shape[0])
+
+    def forward(self, x: torch.Tensor, gammas: torch.Tensor, encode_only: bool = False):
+        """Through DDP's forward: the encoder's maps (``encode_only``) or the predicted noise."""
+        hs, emb = self.denoise_fn.encode(x, gammas)
+        return hs if encode_only else self.denoise_fn.decode(hs, emb)
+
+
+# ---- noising and masks ------------------------------------------------------------------------------
+def _to_model(images: torch.Tensor) -> torch.Tensor:
+    return images * 2.0 - 1.0                                                   # [0, 1] -> [-1, 1]
+
+
+def train_masks(model: PaletteNetwork, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """The family's own training holes ``[B, H, W]``: random rectangles of 1/4 to 3/4 of the side (Palette trains
+    on box + free-form masks; ``train_masks: mixed`` also puts the center box of the eval task in half the rows)."""
+    b, s = images.shape[0], images.shape[-1]
+    dev = images.device
+    r = torch.rand(b, 4, generator=generator, device=dev)
+    hs = (s * (0.25 + 0.5 * r[:, 0])).long().clamp(1, s)
+    ws = (s * (0.25 + 0.5 * r[:, 1])).long().clamp(1, s)
+    ys = ((s - hs) * r[:, 2]).long()
+    xs = ((s - ws) * r[:, 3]).long()
+    ar = torch.arange(s, device=dev)
+    rows = (ar[None] >= ys[:, None]) & (ar[None] < (ys + hs)[:, None])
+    cols = (ar[None] >= xs[:, None]) & (ar[None] < (xs + ws)[:, None])
+    mask = rows[:, :, None] & cols[:, None, :]
+    if model.train_masks == "mixed":
+        c = torch.zeros(s, s, dtype=torch.bool, device=dev)
+        c[s // 4: s - s // 4, s // 4: s - s // 4] = True
+        mask[::2] = c
+    return mask
+
+
+def _noising(model: PaletteNetwork, images: torch.Tensor, mask: torch.Tensor,
+             generator: torch.Generator | None) -> dict:
+    """t, continuous gamma, eps and y_cond for a batch (Palette's forward)."""
+    b, dev = images.shape[0], images.device
+    t = torch.randint(1, model.timesteps, (b,), generator=generator, device=dev)
+    g0, g1 = model.gammas[t - 1], model.gammas[t]
+    gamma = g0 + (g1 - g0) * torch.rand(b, generator=generator, device=dev)
+    eps = torch.randn(images.shape, generator=generator, device=dev)
+    cond_noise = torch.randn(images.shape, generator=generator, device=dev)
+    return {"mask": mask, "t": t, "gamma": gamma, "eps": eps, "cond_noise": cond_noise}
+
+
+def _net_input(images: torch.Tensor, ctx: dict, pure_noise: torch.Tensor | None = None) -> torch.Tensor:
+    """cat[y_cond, x~ * mask + y0 * (1 - mask)]; rows in ``pure_noise`` (App. C.25 forget target) get the noise
+    ``ctx["forget_noise"]`` in place of x~ inside the hole."""
+    y0 = _to_model(images)
+    m = ctx["mask"].unsqueeze(1).to(y0.dtype)
+    g = ctx["gamma"].view(-1, 1, 1, 1)
+    x_t = g.sqrt() * y0 + (1 - g).sqrt() * ctx["eps"]
+    if pure_noise is not None:
+        x_t = torch.where(pure_noise.view(-1, 1, 1, 1), ctx["forget_noise"], x_t)
+    y_cond = y0 * (1 - m) + m * ctx["cond_noise"]
+    return torch.cat([y_cond, x_t * m + y0 * (1 - m)], dim=1)
+
+
+# ---- the family protocol --------------------------------------------------------------------------
+def build(cfg: ModelConfig) -> PaletteNetwork:
+    """A randomly initialised Palette of ``cfg.preset``; ``cfg.checkpoint`` (16_Network.pth layout) when given."""
+    opts = dict(cfg.options)
+    unknown = sorted(set(opts) - OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown model.options {unknown} for family palette; valid options: {sorted(OPTIONS)}")
+    kw = dict(PRESETS[cfg.preset])
+    for k in ("inner_channel", "res_blocks", "num_head_channels"):
+        kw[k] = int(opts.get(k, kw[k]))
+    for k in ("channel_mults", "attn_res"):
+        kw[k] = tuple(int(v) for v in opts.get(k, kw[k]))
+    if kw["inner_channel"] % 32:
+        raise ValueError(f"model.options.inner_channel={kw['inner_channel']} must be a multiple of 32 (GroupNorm(32))")
+    unet = UNet(in_channel=6, out_channel=3, dropout=float(opts.get("dropout", 0.0)), **kw)
+    model = PaletteNetwork(unet, int(opts.get("timesteps", 2000)), float(opts.get("linear_start", 1e-6)),
+                           float(opts.get("linear_end", 1e-2)))
+    model.sampler = str(opts.get("sampler", "ddim"))
+    model.sample_steps = int(opts.get("sample_steps", 25))
+    model.train_masks = str(opts.get("train_masks", "mixed"))
+    if model.sampler not in SAMPLERS:
+        raise ValueError(f"model.options.sampler={model.sampler!r}; choose one of {list(SAMPLERS)}")
+    if not 1 <= model.sample_steps <= model.timesteps:
+        raise ValueError(f"model.options.sample_steps={model.sample_steps} must be in [1, {model.timesteps}]")
+    if model.train_masks not in ("mixed", "boxes"):
+        raise ValueError(f"model.options.train_masks={model.train_masks!r}; choose mixed or boxes")
+    if cfg.checkpoint:
+        load_official(model, cfg.checkpoint)
+    return model
+
+
+def load_official(model: nn.Module, path: str) -> None:
+    """Load ``16_Network.pth`` strictly: a DDP ``module.`` prefix is stripped and ``teacher_denoise_fn.*`` (saved
+    by the official unlearning code) dropped. The schedule buffers come from the file, as in the official test
+    (official §4.2: the stored *train* schedule is the one used for sampling); their length must match
+    ``model.options.timesteps`` (2000)."""
+    state = read_state_dict(path, key=None)
+    state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith("teacher_denoise_fn.")}
+    load_strict(model, state, source=f"checkpoint {path!r}", layout="Palette Network (guided-diffusion UNet)")
+
+
+def encoder_parameters(model: nn.Module) -> Iterable[nn.Parameter]:
+    """cond_embed, input blocks, middle block (official §1.2); output blocks and out stay frozen."""
+    u = getattr(model, "module", model).denoise_fn
+    yield from u.cond_embed.parameters()
+    yield from u.input_blocks.parameters()
+    yield from u.middle_block.parameters()
+
+
+def input_stats(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The UNet reads (x - 0.5) / 0.5, i.e. [-1, 1]."""
+    return torch.full((3,), 0.5), torch.full((3,), 0.5)
+
+
+def _ctx(model: PaletteNetwork, images: torch.Tensor, ctx: dict | None, generator: torch.Generator | None) -> dict:
+    if ctx is not None and "gamma" in ctx:
+        return ctx
+    mask = ctx["mask"] if ctx is not None and "mask" in ctx else train_masks(model, images, generator)
+    return _noising(model, images, mask, generator)
+
+
+def _flat(maps: list[torch.Tensor]) -> torch.Tensor:
+    """Feature maps -> ``[B, N]``, each map scaled by 1/sqrt(its size per sample) so that each weighs the same."""
+    return torch.cat([h.flatten(1) / h[0].numel() ** 0.5 for h in maps], dim=1)
+
+
+def encode(model: nn.Module, images: torch.Tensor, ctx: dict | None = None,
+           generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+    """Encoder maps of images in [0, 1] as ``[B, N]``. ``ctx`` None = a training hole and fresh noising;
+    ``{"mask": ...}`` = that hole; an earlier ctx = the same t, gamma, eps and hole. ``ctx["pure_noise"]`` (bool
+    ``[B]``, set by :func:`forget_input`) gives those rows the App. C.25 forget input."""
+    m = getattr(model, "module", model)
+    ctx = _ctx(m, images, ctx, generator)
+    x = _net_input(images, ctx, ctx.get("pure_noise"))
+    return _flat(model(x, ctx["gamma"], encode_only=True)), ctx
+
+
+def forget_input(images: torch.Tensor, noise: torch.Tensor, is_forget: torch.Tensor,
+                 ctx: dict) -> tuple[torch.Tensor, dict]:
+    """App. C.25: the teacher keeps the real image (context and y_cond) and sees the noise n in place of x~ inside
+    the hole for forget rows. ``noise`` is the pixel-space noise of :mod:`raysweep.unlearn.noise`; in the UNet's
+    [-1, 1] space it is exactly n (N(0, I) or U[-1, 1])."""
+    return images, {**ctx, "pure_noise": is_forget, "forget_noise": noise * 2.0 - 1.0}
+
+
+@torch.no_grad()
+def generate(model: nn.Module, images: torch.Tensor, mask: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Inpaint the hole: start from y_cond, denoise with DDIM (``sample_steps``) or full DDPM, re-impose the known
+    pixels after every step; returns [0, 1] images equal to the input outside the hole."""
+    m = getattr(model, "module", model)
+    gen = torch.Generator(device=images.device).manual_seed(seed)
+    y0 = _to_model(images)
+    hole = mask.unsqueeze(1).to(y0.dtype)
+    y_cond = y0 * (1 - hole) + hole * torch.randn(y0.shape, generator=gen, device=y0.device)
+    y_t = y_cond.clone()
+    b = images.shape[0]
+    T = m.timesteps
+    if m.sampler == "ddpm":
+        for i in reversed(range(T)):
+            t = torch.full((b,), i, device=y0.device, dtype=torch.long)
+            eps = m.denoise_fn(torch.cat([y_cond, y_t], 1), m.gammas[t])
+            x0 = (m.sqrt_recip_gammas[t].view(-1, 1, 1, 1) * y_t
+                  - m.sqrt_recipm1_gammas[t].view(-1, 1, 1, 1) * eps).clamp(-1, 1)
+            mean = m.posterior_mean_coef1[t].view(-1, 1, 1, 1) * x0 + m.posterior_mean_coef2[t].view(-1, 1, 1, 1) * y_t
+            z = torch.randn(y_t.shape, generator=gen, device=y0.device) if i > 0 else torch.zeros_like(y_t)
+            y_t = mean + z * (0.5 * m.posterior_log_variance_clipped[t].view(-1, 1, 1, 1)).exp()
+            y_t = y0 * (1 - hole) + hole * y_t
+    else:
+        ts = np.linspace(T - 1, 0, m.sample_steps).round().astype(int)
+        for k, i in enumerate(ts):
+            g = m.gammas[int(i)]
+            eps = m.denoise_fn(torch.cat([y_cond, y_t], 1), g.expand(b))
+            x0 = ((y_t - (1 - g).sqrt() * eps) / g.sqrt()).clamp(-1, 1)
+            g_next = m.gammas[int(ts[k + 1])] if k + 1 < len(ts) else torch.ones((), device=y0.device)
+            y_t = g_next.sqrt() * x0 + (1 - g_next).sqrt() * eps                    # eta = 0
+            y_t = y0 * (1 - hole) + hole * y_t
+    out = ((y_t + 1) / 2).clamp(0.0, 1.0)
+    return torch.where(mask.unsqueeze(1), out, images)
+
+
+def generation(model: nn.Module) -> str:
+    """The sampler recorded with every metric."""
+    m = getattr(model, "module", model)
+    return f"ddpm-{m.timesteps}" if m.sampler == "ddpm" else f"ddim-{m.sample_steps}"
+
+
+def pretrain_loss(model: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None,
+                  stage: str = "model") -> torch.Tensor:
+    """Palette's objective: MSE(mask * eps, mask * eps_hat) (official network.py forward)."""
+    m = getattr(model, "module", model)
+    ctx = _noising(m, images, train_masks(m, images, generator), generator)
+    eps_hat = model(_net_input(images, ctx), ctx["gamma"])
+    hole = ctx["mask"].unsqueeze(1).to(eps_hat.dtype)
+    return F.mse_loss(hole * ctx["eps"], hole * eps_hat)
+
+
+def pretrain_stages(cfg: Config) -> list[Stage]:
+    return [Stage("model", lambda mdl: getattr(mdl, "module", mdl).parameters(), cfg.pretrain.epochs,
+                  cfg.pretrain.lr)]
