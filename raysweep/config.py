@@ -164,9 +164,11 @@ class EvalConfig:
     extractor: str = "auto"      # auto (inception if its weights exist, else in-domain) | indomain | inception
     batch_size: int = 250
     grid_images: int = 8         # rows per group in the sample grid
+    threads: int = 0             # CPU threads for rank 0's evaluation (the other workers idle meanwhile); 0 = all cores
 
     def validate(self) -> None:
         self.task.validate("eval.task")
+        _check_range("eval.threads", self.threads, 0)
         _check_choice("eval.extractor", self.extractor, ["auto", "indomain", "inception"])
         _check_range("eval.batch_size", self.batch_size, 1)
         _check_range("eval.grid_images", self.grid_images, 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -61,9 +62,18 @@ def run_finisher(cfg: Config, rank: int, run_dir: str, original: str | None, ext
                  **_: object) -> Callable[[nn.Module, torch.device], dict | None]:
     """``finish`` for the unlearn job: evaluate both models, write the run folder, return the flat metrics."""
     def finish(model: nn.Module, device: torch.device) -> dict | None:
-        from raysweep.jobs import load_original
         if rank != 0:
             return None
+        # a 0.5-CPU Ray worker runs with one thread; evaluation happens while the other workers wait
+        before = torch.get_num_threads()
+        torch.set_num_threads(cfg.eval.threads or len(os.sched_getaffinity(0)))
+        try:
+            return _finish(model, device)
+        finally:
+            torch.set_num_threads(before)
+
+    def _finish(model: nn.Module, device: torch.device) -> dict:
+        from raysweep.jobs import load_original
         out = Path(run_dir)
         out.mkdir(parents=True, exist_ok=True)
         family = get_family(cfg.model.family)

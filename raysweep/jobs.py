@@ -173,7 +173,7 @@ def unlearn_job(cfg: Config, original: str | None, finish: Callable[[nn.Module, 
         with torch.no_grad():
             mean, std = family.input_stats(teacher)
             noise = sample_noise(u.noise, images, mean, std, gen)
-            t_in, t_ctx = family.forget_input(images, noise, is_forget, ctx)        # x_r, or n for forget rows
+            t_in, t_ctx = family.forget_input(images, noise, is_forget, ctx, u.noise)   # x_r, or n for forget rows
             target, _ = family.encode(teacher, t_in, t_ctx)                         # teacher shares the masks
         return loss_fn(z, target, is_forget, u.alpha, u.loss_form)
 

@@ -84,7 +84,7 @@ def test_forget_input_is_app_c25():
     _, ctx = palette.encode(m, x, {"mask": mask}, torch.Generator().manual_seed(0))
     noise = torch.rand(4, 3, 16, 16)
     is_forget = torch.tensor([True, False, True, False])
-    t_in, t_ctx = palette.forget_input(x, noise, is_forget, ctx)
+    t_in, t_ctx = palette.forget_input(x, noise, is_forget, ctx, "batch_stats")
     net = palette._net_input(t_in, t_ctx, t_ctx["pure_noise"])
     plain = palette._net_input(x, ctx)
     hole = mask[:, None].expand(-1, 3, -1, -1)
@@ -126,3 +126,14 @@ def test_bad_palette_options():
         palette.build(ModelConfig(family="palette", options={"steps": 3}))
     with pytest.raises(ValueError, match="sampler"):
         palette.build(ModelConfig(family="palette", options={"sampler": "euler"}))
+
+
+def test_gaussian_forget_noise_is_the_students_eps():
+    """Official §1.2: the forget target's noise is the eps of the student's x~ (uniform: coupled to it)."""
+    m = tiny()
+    x = torch.rand(2, 3, 16, 16)
+    _, ctx = palette.encode(m, x, None, torch.Generator().manual_seed(0))
+    _, g = palette.forget_input(x, torch.zeros_like(x), torch.tensor([True, False]), ctx, "gaussian")
+    _, u = palette.forget_input(x, torch.zeros_like(x), torch.tensor([True, False]), ctx, "uniform")
+    assert torch.equal(g["forget_noise"], ctx["eps"])
+    assert u["forget_noise"].abs().max() <= 1 and torch.equal(u["forget_noise"] > 0, ctx["eps"] > 0)

@@ -348,8 +348,8 @@ def encode(model: nn.Module, images: torch.Tensor, ctx: dict | None = None,
     return model(images.clamp(0.0, 1.0), ctx), ctx
 
 
-def forget_input(images: torch.Tensor, noise: torch.Tensor, is_forget: torch.Tensor,
-                 ctx: dict) -> tuple[torch.Tensor, dict]:
+def forget_input(images: torch.Tensor, noise: torch.Tensor, is_forget: torch.Tensor, ctx: dict,
+                 kind: str = "gaussian") -> tuple[torch.Tensor, dict]:
     """Eq. 10: the teacher encodes T(n) for forget rows (the noise image under the same masks) and T(x_r) else."""
     return torch.where(is_forget.view(-1, 1, 1, 1), noise, images), ctx
 

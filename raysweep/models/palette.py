@@ -206,12 +206,21 @@ def encode(model: nn.Module, images: torch.Tensor, ctx: dict | None = None,
     return _flat(model(x, ctx["gamma"], encode_only=True)), ctx
 
 
-def forget_input(images: torch.Tensor, noise: torch.Tensor, is_forget: torch.Tensor,
-                 ctx: dict) -> tuple[torch.Tensor, dict]:
-    """App. C.25: the teacher keeps the real image (context and y_cond) and sees the noise n in place of x~ inside
-    the hole for forget rows. ``noise`` is the pixel-space noise of :mod:`raysweep.unlearn.noise`; in the UNet's
-    [-1, 1] space it is exactly n (N(0, I) or U[-1, 1])."""
-    return images, {**ctx, "pure_noise": is_forget, "forget_noise": noise * 2.0 - 1.0}
+def forget_input(images: torch.Tensor, noise: torch.Tensor, is_forget: torch.Tensor, ctx: dict,
+                 kind: str = "gaussian") -> tuple[torch.Tensor, dict]:
+    """App. C.25: the teacher keeps the real image (context and y_cond) and sees noise n in place of x~ inside the
+    hole for forget rows. ``gaussian``: n = the very eps that made the student's x~ (official §1.2: q_sample returns
+    ``noise`` itself) - a fresh draw would add a target the student cannot predict (measured: the forget term did not
+    move in 3 epochs); ``uniform`` (App. E): n = 2 Phi(eps) - 1, U[-1, 1] coupled to the same draw; ``batch_stats``:
+    the given pixel-space noise in the UNet's [-1, 1] space."""
+    eps = ctx["eps"]
+    if kind == "gaussian":
+        n = eps
+    elif kind == "uniform":
+        n = torch.special.erf(eps / 2 ** 0.5)                       # 2 * Phi(eps) - 1
+    else:
+        n = noise * 2.0 - 1.0
+    return images, {**ctx, "pure_noise": is_forget, "forget_noise": n}
 
 
 @torch.no_grad()
