@@ -46,6 +46,28 @@ def _sincos_2d(dim: int, grid: int, cls_token: bool) -> np.ndarray:
     return emb
 
 
+def init_vit_layout(model: nn.Module, modules: Iterable[nn.Module]) -> None:
+    """The facebookresearch/mae initialisation, shared by MAE and MAGE: fixed sin-cos ``pos_embed`` /
+    ``decoder_pos_embed``, ``patch_embed`` like a Linear, N(0, 0.02) tokens, and (JAX ViT) xavier-uniform Linear
+    weights, zero biases, unit LayerNorms over ``modules``."""
+    for name in ("pos_embed", "decoder_pos_embed"):
+        p = getattr(model, name)
+        p.data.copy_(torch.from_numpy(_sincos_2d(p.shape[-1], model.grid, True)).float()[None])
+    w = model.patch_embed.proj.weight.data
+    nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+    for name in ("cls_token", "mask_token", "decoder_pos_embed_learned"):
+        if hasattr(model, name):
+            nn.init.normal_(getattr(model, name), std=0.02)
+    for m in modules:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class MaskedAutoencoderViT(nn.Module):
     def __init__(self, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int,
                  decoder_embed_dim: int, decoder_depth: int, decoder_num_heads: int, in_chans: int = 3,
@@ -74,21 +96,7 @@ class MaskedAutoencoderViT(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        self.pos_embed.data.copy_(torch.from_numpy(_sincos_2d(self.pos_embed.shape[-1], self.grid, True)).float()[None])
-        self.decoder_pos_embed.data.copy_(
-            torch.from_numpy(_sincos_2d(self.decoder_pos_embed.shape[-1], self.grid, True)).float()[None])
-        w = self.patch_embed.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.normal_(self.cls_token, std=0.02)
-        nn.init.normal_(self.mask_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_vit_layout(self, self.modules())
 
     # ---- pieces -----------------------------------------------------------------------------------
     def patchify(self, x: torch.Tensor) -> torch.Tensor:          # [B, 3, H, W] -> [B, L, p*p*3]

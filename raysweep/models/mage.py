@@ -34,10 +34,9 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from raysweep.config import Config, ModelConfig
-from raysweep.data.masks import random_patch_mask
 from raysweep.models import Stage
 from raysweep.models.checkpoints import load_strict, read_state_dict
-from raysweep.models.mae import _sincos_2d
+from raysweep.models.mae import init_vit_layout
 from raysweep.models.vqgan import PRESETS as VQ_PRESETS
 from raysweep.models.vqgan import VQGAN, tokenizer_loss
 
@@ -136,23 +135,7 @@ class MaskedGenerativeEncoderViT(nn.Module):
         return self.vqgan.downsample
 
     def _init_weights(self) -> None:
-        self.pos_embed.data.copy_(torch.from_numpy(_sincos_2d(self.pos_embed.shape[-1], self.grid, True)).float()[None])
-        self.decoder_pos_embed.data.copy_(
-            torch.from_numpy(_sincos_2d(self.decoder_pos_embed.shape[-1], self.grid, True)).float()[None])
-        w = self.patch_embed.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        for p in (self.cls_token, self.mask_token, self.decoder_pos_embed_learned):
-            nn.init.normal_(p, std=0.02)
-        for name, m in self.named_modules():
-            if name.startswith("vqgan"):
-                continue
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_vit_layout(self, (m for name, m in self.named_modules() if not name.startswith("vqgan")))
 
     # ---- pieces -------------------------------------------------------------------------------------
     def with_class_token(self, ids: torch.Tensor) -> torch.Tensor:   # [B, L] -> [B, 1+L]
