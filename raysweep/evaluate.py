@@ -66,7 +66,8 @@ def run_finisher(cfg: Config, rank: int, run_dir: str, original: str | None, ext
             return None
         # a 0.5-CPU Ray worker runs with one thread; evaluation happens while the other workers wait
         before = torch.get_num_threads()
-        torch.set_num_threads(cfg.eval.threads or len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(cfg.eval.threads or cores)
         try:
             return _finish(model, device)
         finally:

@@ -9,6 +9,18 @@ from raysweep.models import get_family
 from raysweep.models.checkpoints import CheckpointError, read_state_dict
 
 
+def vit_block_shapes(prefix: str, n: int, d: int) -> dict[str, tuple]:
+    """Keys / shapes of ``n`` ViT blocks of width ``d`` (qkv bias, MLP ratio 4) as the official ViTs save them."""
+    sd = {}
+    for i in range(n):
+        b = f"{prefix}.{i}."
+        sd.update({b + "norm1.weight": (d,), b + "norm1.bias": (d,), b + "attn.qkv.weight": (3 * d, d),
+                   b + "attn.qkv.bias": (3 * d,), b + "attn.proj.weight": (d, d), b + "attn.proj.bias": (d,),
+                   b + "norm2.weight": (d,), b + "norm2.bias": (d,), b + "mlp.fc1.weight": (4 * d, d),
+                   b + "mlp.fc1.bias": (4 * d,), b + "mlp.fc2.weight": (d, 4 * d), b + "mlp.fc2.bias": (d,)})
+    return sd
+
+
 def official_mae_vit_base_state() -> dict[str, torch.Tensor]:
     """mae_vit_base_patch16_dec512d8b keys and shapes as facebookresearch/mae saves them (not built from our model)."""
     D, Dd, L = 768, 512, 197
@@ -17,13 +29,8 @@ def official_mae_vit_base_state() -> dict[str, torch.Tensor]:
           "decoder_embed.weight": (Dd, D), "decoder_embed.bias": (Dd,), "mask_token": (1, 1, Dd),
           "decoder_pos_embed": (1, L, Dd), "decoder_norm.weight": (Dd,), "decoder_norm.bias": (Dd,),
           "decoder_pred.weight": (16 * 16 * 3, Dd), "decoder_pred.bias": (16 * 16 * 3,)}
-    for prefix, n, d in (("blocks", 12, D), ("decoder_blocks", 8, Dd)):
-        for i in range(n):
-            b = f"{prefix}.{i}."
-            sd.update({b + "norm1.weight": (d,), b + "norm1.bias": (d,), b + "attn.qkv.weight": (3 * d, d),
-                       b + "attn.qkv.bias": (3 * d,), b + "attn.proj.weight": (d, d), b + "attn.proj.bias": (d,),
-                       b + "norm2.weight": (d,), b + "norm2.bias": (d,), b + "mlp.fc1.weight": (4 * d, d),
-                       b + "mlp.fc1.bias": (4 * d,), b + "mlp.fc2.weight": (d, 4 * d), b + "mlp.fc2.bias": (d,)})
+    sd.update(vit_block_shapes("blocks", 12, D))
+    sd.update(vit_block_shapes("decoder_blocks", 8, Dd))
     g = torch.Generator().manual_seed(0)
     return {k: torch.randn(s, generator=g) * 0.02 for k, s in sd.items()}
 

@@ -9,6 +9,7 @@ from raysweep.config import ModelConfig, TaskConfig
 from raysweep.data.masks import task_mask
 from raysweep.models import get_family
 from raysweep.models.checkpoints import CheckpointError
+from tests.test_checkpoints import vit_block_shapes
 
 mage = get_family("mage")
 
@@ -61,13 +62,8 @@ def official_mage_state(with_vqgan: bool = True) -> dict[str, torch.Tensor]:
           "decoder_norm.bias": (D,), "decoder_pred.weight": (16 * 16 * 3, D), "decoder_pred.bias": (16 * 16 * 3,),
           "mlm_layer.fc.weight": (D, D), "mlm_layer.fc.bias": (D,), "mlm_layer.ln.weight": (D,),
           "mlm_layer.ln.bias": (D,), "mlm_layer.bias": (1, 1, V)}
-    for prefix, n in (("blocks", 12), ("decoder_blocks", 8)):
-        for i in range(n):
-            b = f"{prefix}.{i}."
-            sd.update({b + "norm1.weight": (D,), b + "norm1.bias": (D,), b + "attn.qkv.weight": (3 * D, D),
-                       b + "attn.qkv.bias": (3 * D,), b + "attn.proj.weight": (D, D), b + "attn.proj.bias": (D,),
-                       b + "norm2.weight": (D,), b + "norm2.bias": (D,), b + "mlp.fc1.weight": (4 * D, D),
-                       b + "mlp.fc1.bias": (4 * D,), b + "mlp.fc2.weight": (D, 4 * D), b + "mlp.fc2.bias": (D,)})
+    sd.update(vit_block_shapes("blocks", 12, D))
+    sd.update(vit_block_shapes("decoder_blocks", 8, D))
     if with_vqgan:
         sd.update({f"vqgan.{k}": s for k, s in official_vqgan_state().items()})
     g = torch.Generator().manual_seed(0)
@@ -192,7 +188,7 @@ def test_unknown_mage_option():
 
 def test_untied_state_dict_round_trip():
     m = tiny(untie_decoder=True)
-    tied_state = {k: v for k, v in tiny().state_dict().items()}
+    tied_state = tiny().state_dict()
     m.load_state_dict(tied_state)                     # an original without the copy: the copy is filled in
     assert torch.equal(m.decoder_word_embeddings, tied_state["token_emb.word_embeddings.weight"])
     m2 = tiny(untie_decoder=True)

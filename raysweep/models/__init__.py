@@ -61,8 +61,7 @@ def get_family(name: str) -> ModelFamily:
 def pretrain_options(family: Any, options: dict) -> dict:
     """``options`` without those that only change unlearning / evaluation (``UNLEARN_OPTIONS`` of the family):
     they must not change which pretrained original is used."""
-    skip = getattr(family, "UNLEARN_OPTIONS", set())
-    return {k: v for k, v in options.items() if k not in skip}
+    return {k: v for k, v in options.items() if k not in family.UNLEARN_OPTIONS}
 
 
 def unwrap(model: nn.Module) -> nn.Module:

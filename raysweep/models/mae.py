@@ -30,6 +30,7 @@ PRESETS = {
                      decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16),
 }
 OPTIONS = {"pixel_mean", "pixel_std", "mask_ratio"}   # besides any PRESETS key (architecture overrides)
+UNLEARN_OPTIONS: set[str] = set()                     # every MAE option changes the pretrained original
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 

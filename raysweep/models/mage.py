@@ -36,6 +36,7 @@ from torch import nn
 from raysweep.config import Config, ModelConfig
 from raysweep.models import Stage
 from raysweep.models.checkpoints import load_strict, read_state_dict
+from raysweep.models.mae import forget_input as _mae_forget_input
 from raysweep.models.mae import init_vit_layout
 from raysweep.models.vqgan import PRESETS as VQ_PRESETS
 from raysweep.models.vqgan import VQGAN, tokenizer_loss
@@ -331,10 +332,8 @@ def encode(model: nn.Module, images: torch.Tensor, ctx: dict | None = None,
     return model(images.clamp(0.0, 1.0), ctx), ctx
 
 
-def forget_input(images: torch.Tensor, noise: torch.Tensor, is_forget: torch.Tensor, ctx: dict,
-                 kind: str = "gaussian") -> tuple[torch.Tensor, dict]:
-    """Eq. 10: the teacher encodes T(n) for forget rows (the noise image under the same masks) and T(x_r) else."""
-    return torch.where(is_forget.view(-1, 1, 1, 1), noise, images), ctx
+# Eq. 10's teacher input: the noise image T(n) for forget rows under the student's token masks, as for MAE
+forget_input = _mae_forget_input
 
 
 def generation(model: nn.Module) -> str:
@@ -373,15 +372,15 @@ def generate(model: nn.Module, images: torch.Tensor, mask: torch.Tensor, seed: i
         u = torch.rand(conf.shape, generator=gen, device=conf.device).clamp(1e-20, 1 - 1e-7)
         conf = conf + m.choice_temperature * (1 - r) * -torch.log(-torch.log(u))       # Gumbel noise
         conf = torch.where(unknown, conf, torch.full_like(conf, float("inf")))
-        # tokens left masked: cos schedule over all L tokens (official), but at least one fewer than now and
-        # none on the last step; steps whose schedule is above the masked fraction only keep the tokens masked
-        keep_masked = torch.minimum(torch.floor(torch.tensor(n * ratio)).long().expand(ids.shape[0]).to(ids.device),
-                                    unknown.sum(1) - 1).clamp_min(0)
-        keep_masked = torch.where(rate <= ratio, unknown.sum(1), keep_masked) if step < m.decode_steps - 1 \
-            else torch.zeros_like(keep_masked)
-        order = conf.argsort(1)                                                       # least confident first
-        ranks = order.argsort(1)
-        remask = ranks < keep_masked[:, None]
+        # tokens left masked: floor(L * cos schedule) over all L tokens (official), at least one fewer than now,
+        # none after the last step; rows whose masked fraction is below the schedule keep theirs (skipped step)
+        n_unknown = unknown.sum(1)                                                    # [B]
+        if step == m.decode_steps - 1:
+            keep_masked = torch.zeros_like(n_unknown)
+        else:
+            keep_masked = (n_unknown - 1).clamp(min=0, max=math.floor(n * ratio))
+            keep_masked = torch.where(rate <= ratio, n_unknown, keep_masked)
+        remask = conf.argsort(1).argsort(1) < keep_masked[:, None]                   # least confident first
         ids = torch.where(remask, torch.full_like(ids, m.mask_token_label), sampled)
     out = m.vqgan.decode_ids(ids, m.grid).clamp(0.0, 1.0)
     return torch.where(mask.unsqueeze(1), out, images).clamp(0.0, 1.0)
