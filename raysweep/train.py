@@ -121,7 +121,7 @@ def fit(job: Job, hooks: Hooks, seed: int, on_step: Callable[[int, dict], None] 
                 if hooks.rank == 0:                    # progress: one line per log_every steps, rank 0 only
                     rate = (step - step0) * h.batch_size * hooks.world / (time.perf_counter() - t0)
                     eta = (total - step) * h.batch_size * hooks.world / max(rate, 1e-9)
-                    log.info("%s step %d/%d (epoch %d) loss %.4f | %.0f img/s | ETA %.0f s", job.name, step, total,
+                    log.info("%s step %d/%d (epoch %d) loss %.4g | %.0f img/s | ETA %.0f s", job.name, step, total,
                              epoch + 1, vals["loss"], rate, eta)
                 hooks.report({**{f"train/{k}": v for k, v in vals.items()}, "train/lr": lr, "epoch": epoch,
                               "step": step})
@@ -133,7 +133,7 @@ def fit(job: Job, hooks: Hooks, seed: int, on_step: Callable[[int, dict], None] 
         hooks.report({**last, "epoch": epoch, "epochs_done": epoch + 1, "step": step}, ckpt)
         if hooks.rank == 0:
             log.info("%s epoch %d/%d %s", job.name, epoch + 1, h.epochs,
-                     " ".join(f"{k}={v:.4f}" for k, v in last.items()))
+                     " ".join(f"{k}={v:.4g}" for k, v in last.items()))
     result = None
     if hooks.rank == 0:
         model.eval()

@@ -47,3 +47,22 @@ def test_feature_cache_never_mixes_two_extractors(tiny_cfg, tmp_path, monkeypatc
     monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "fresh"))
     fresh_b = fid_is(gen, ref, Extractor(INDOMAIN, str(b), lb), batch_size=64)
     assert abs(with_b["fid"] - fresh_b["fid"]) < 1e-6
+
+
+def test_completion_reports_progress_per_batch(caplog):
+    """Evaluation of a diffusion model takes minutes: ``complete`` logs each finished batch."""
+    import logging
+
+    from raysweep.config import ModelConfig, TaskConfig
+    from raysweep.metrics import complete
+    from raysweep.models import get_family
+    from tests.conftest import TINY_PALETTE
+    fam = get_family("palette")
+    model = fam.build(ModelConfig(family="palette", options=TINY_PALETTE)).eval()
+    with caplog.at_level(logging.INFO, logger="raysweep.metrics"):
+        out, masks = complete(fam, model, torch.rand(5, 3, 16, 16), TaskConfig("center", 0.5), torch.device("cpu"),
+                              batch_size=2, desc="evaluating forget")
+    assert out.shape == (5, 3, 16, 16) and masks.shape == (5, 16, 16)
+    lines = [r.getMessage() for r in caplog.records if "evaluating forget" in r.getMessage()]
+    assert lines == ["evaluating forget: 2/5 images completed", "evaluating forget: 4/5 images completed",
+                     "evaluating forget: 5/5 images completed"]

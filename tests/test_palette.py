@@ -104,21 +104,47 @@ def test_samplers_keep_known_pixels_and_are_seeded(sampler):
     assert palette.generation(m) == ("ddpm-20" if sampler == "ddpm" else "ddim-3")
 
 
-def test_unlearning_leaves_the_decoder_bit_identical(tiny_cfg):
+@pytest.mark.parametrize("frozen", [0, 2])
+def test_unlearning_leaves_the_decoder_bit_identical(tiny_cfg, frozen):
+    """Only the encoder trains; ``frozen_input_blocks: k`` also keeps cond_embed and the first k input blocks."""
     from raysweep.jobs import pretrain_job, unlearn_job
     from raysweep.train import LocalHooks, fit
     cfg = tiny_cfg.replace(**{"model.family": "palette", "model.options": TINY_PALETTE, "unlearn.lr": 1e-3})
     orig = str(tiny_cfg.tracking.results_dir) + "/orig.pt"
     fit(pretrain_job(cfg, output=orig), LocalHooks(), 0)
+    cfg = cfg.replace(**{"model.options": {**TINY_PALETTE, "frozen_input_blocks": frozen}})
     job = unlearn_job(cfg, orig, finish=lambda m, d: None)
     before = copy.deepcopy(job.module.state_dict())
     fit(job, LocalHooks(), 0)
     after = job.module.state_dict()
+    kept = ("denoise_fn.output_blocks", "denoise_fn.out.")
+    if frozen:
+        kept += ("denoise_fn.cond_embed",) + tuple(f"denoise_fn.input_blocks.{i}." for i in range(frozen))
     for k in before:
-        same = torch.equal(before[k], after[k])
-        if k.startswith(("denoise_fn.output_blocks", "denoise_fn.out.")) or k in ("gammas",):
-            assert same, k
-    assert not torch.equal(before["denoise_fn.input_blocks.0.0.weight"], after["denoise_fn.input_blocks.0.0.weight"])
+        if k.startswith(kept) or k == "gammas":
+            assert torch.equal(before[k], after[k]), k
+    for k in (f"denoise_fn.input_blocks.{frozen}.0.in_layers.2.weight" if frozen else
+              "denoise_fn.input_blocks.0.0.weight", "denoise_fn.middle_block.0.in_layers.2.weight"):
+        assert not torch.equal(before[k], after[k]), k
+    if not frozen:
+        assert not torch.equal(before["denoise_fn.cond_embed.0.weight"], after["denoise_fn.cond_embed.0.weight"])
+
+
+def test_mse_form_is_the_official_sum_of_per_map_mses():
+    """official §1.2: the loss is one F.mse_loss per feature map, summed; the latent's mean of squares equals it."""
+    from raysweep.unlearn.losses import ours
+    m, t = tiny(), tiny()
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        for p in t.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    za, ctx = palette.encode(m, x, None, torch.Generator().manual_seed(0))
+    zb, _ = palette.encode(t, x, ctx)
+    maps_a = m(palette._net_input(x, ctx), ctx["gamma"], encode_only=True)
+    maps_b = t(palette._net_input(x, ctx), ctx["gamma"], encode_only=True)
+    official = sum(torch.nn.functional.mse_loss(a, b) for a, b in zip(maps_a, maps_b))
+    retain = ours(za, zb, torch.zeros(3, dtype=torch.bool), alpha=0.0, form="mse")["retain"]
+    assert torch.allclose(retain, 2 * official, rtol=1e-4)     # retain weight 2 / full batch, as in the official code
 
 
 def test_bad_palette_options():
@@ -126,6 +152,8 @@ def test_bad_palette_options():
         palette.build(ModelConfig(family="palette", options={"steps": 3}))
     with pytest.raises(ValueError, match="sampler"):
         palette.build(ModelConfig(family="palette", options={"sampler": "euler"}))
+    with pytest.raises(ValueError, match=r"frozen_input_blocks=9 must be in \[0, 4\]"):
+        tiny(frozen_input_blocks=9)
 
 
 def test_gaussian_forget_noise_is_the_students_eps():

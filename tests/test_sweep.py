@@ -93,9 +93,10 @@ def test_killed_sweep_resumes_without_repeating_trials(tmp_path):
     assert len(list(trials.iterdir())) == 1                   # the same sweep folder was resumed
 
 
-def test_tune_alpha_sweeps_the_mage_family(tmp_path):
-    res = run_script(sweep_cfg(tmp_path, 1, family="mage"), tmp_path)
+@pytest.mark.parametrize("family", ["mage", "palette"])
+def test_tune_alpha_sweeps_the_other_families(tmp_path, family):
+    res = run_script(sweep_cfg(tmp_path, 1, family=family), tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     _, kids = mlflow_children(tmp_path)
-    assert len(kids) == 1 and kids[0]["params"]["model.family"] == "mage"
+    assert len(kids) == 1 and kids[0]["params"]["model.family"] == family
     assert {"retain/fid", "forget/fid"} <= set(kids[0]["metrics"])

@@ -36,8 +36,9 @@ def resolve_extractor(choice: str, indomain_weights: str | None, indomain_label:
 
 @torch.no_grad()
 def complete(family, model: nn.Module, images: torch.Tensor, task: TaskConfig, device: torch.device,
-             batch_size: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's completions of ``images`` (float ``[N, 3, H, W]``) under ``task``; returns (outputs, masks)."""
+             batch_size: int = 250, desc: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's completions of ``images`` (float ``[N, 3, H, W]``) under ``task``; returns (outputs, masks).
+    With ``desc``, a progress line per batch (a diffusion sampler takes minutes per thousand images on a CPU)."""
     outs, masks = [], []
     patch = int(getattr(getattr(model, "module", model), "patch_size", 1))
     g = torch.Generator().manual_seed(0)      # fixed masks for random tasks: every model sees the same inputs
@@ -46,6 +47,8 @@ def complete(family, model: nn.Module, images: torch.Tensor, task: TaskConfig, d
         m = task_mask(task, x.shape[0], x.shape[-1], patch, g)
         outs.append(family.generate(model, x.to(device), m.to(device)).float().cpu())
         masks.append(m)
+        if desc:
+            log.info("%s: %d/%d images completed", desc, i + x.shape[0], len(images))
     return torch.cat(outs), torch.cat(masks)
 
 
@@ -55,7 +58,7 @@ def evaluate(family, model: nn.Module, groups: dict[str, torch.Tensor], task: Ta
     model.eval()
     metrics, outputs = {}, {}
     for group, images in groups.items():
-        out, _ = complete(family, model, images, task, device, batch_size)
+        out, _ = complete(family, model, images, task, device, batch_size, desc=f"evaluating {group}")
         scores = fid_is(to_uint8(out), to_uint8(images), extractor, batch_size, cuda=device.type == "cuda")
         metrics.update({f"{group}/{k}": v for k, v in scores.items()})
         outputs[group] = out

@@ -7,8 +7,10 @@ strictly (official-protocol §5.2).
   cat[y_cond, x~ * mask + y0 * (1 - mask)] (known pixels re-imposed) with y_cond = the image with N(0, I) in the hole,
   and predicts eps; loss = MSE(mask * eps, mask * eps_hat). Images live in [-1, 1].
 - **encode** (App. C.25, official §1.2) = cond_embed + input blocks + middle block; the latent is the 13 (tiny: fewer)
-  feature maps, each divided by sqrt(its size) and concatenated, so each map weighs the same in Eq. 10 (the official
-  loss sums one MSE per map). ``ctx`` holds t, gamma, eps and the hole mask, shared with the teacher.
+  feature maps (tiny: 7), each scaled by sqrt(N / its size) and concatenated, so each map weighs the same in Eq. 10
+  and ``loss_form: mse`` is exactly the official loss, one MSE per map summed (:func:`_flat`). ``ctx`` holds t,
+  gamma, eps and the hole mask, shared with the teacher. ``frozen_input_blocks`` (raysweep option, default 0 =
+  official) keeps the class-blind first blocks and cond_embed at the original's weights.
 - **Forget target** (App. C.25): the teacher sees pure noise in place of x~ inside the hole (real context, real
   y_cond) - :func:`forget_input`.
 - **generate**: full ancestral DDPM over all T steps (``sampler: ddpm``, the paper / official test) or deterministic
@@ -38,8 +40,8 @@ PRESETS = {
                      num_head_channels=32),
 }
 OPTIONS = {"inner_channel", "channel_mults", "res_blocks", "attn_res", "num_head_channels", "dropout",
-           "timesteps", "linear_start", "linear_end", "sampler", "sample_steps", "train_masks"}
-UNLEARN_OPTIONS = {"sampler", "sample_steps", "dropout"}
+           "timesteps", "linear_start", "linear_end", "sampler", "sample_steps", "train_masks", "frozen_input_blocks"}
+UNLEARN_OPTIONS = {"sampler", "sample_steps", "dropout", "frozen_input_blocks"}
 SAMPLERS = ("ddim", "ddpm")
 BUFFERS = ("gammas", "sqrt_recip_gammas", "sqrt_recipm1_gammas", "posterior_log_variance_clipped",
            "posterior_mean_coef1", "posterior_mean_coef2")
@@ -66,6 +68,7 @@ class PaletteNetwork(nn.Module):
         self.register_buffer("posterior_mean_coef1", f32(betas * np.sqrt(prev) / (1.0 - gammas)))
         self.register_buffer("posterior_mean_coef2", f32((1.0 - prev) * np.sqrt(alphas) / (1.0 - gammas)))
         self.sampler, self.sample_steps, self.train_masks = "ddim", 25, "mixed"
+        self.frozen_input_blocks = 0
 
     @property
     def timesteps(self) -> int:
@@ -148,6 +151,11 @@ def build(cfg: ModelConfig) -> PaletteNetwork:
     model.sampler = str(opts.get("sampler", "ddim"))
     model.sample_steps = int(opts.get("sample_steps", 25))
     model.train_masks = str(opts.get("train_masks", "mixed"))
+    model.frozen_input_blocks = int(opts.get("frozen_input_blocks", 0))
+    n_in = len(unet.input_blocks)
+    if not 0 <= model.frozen_input_blocks <= n_in:
+        raise ValueError(f"model.options.frozen_input_blocks={model.frozen_input_blocks} must be in [0, {n_in}] "
+                         f"(this UNet has {n_in} input blocks)")
     if model.sampler not in SAMPLERS:
         raise ValueError(f"model.options.sampler={model.sampler!r}; choose one of {list(SAMPLERS)}")
     if not 1 <= model.sample_steps <= model.timesteps:
@@ -171,10 +179,18 @@ def load_official(model: nn.Module, path: str) -> None:
 
 
 def encoder_parameters(model: nn.Module) -> Iterable[nn.Parameter]:
-    """cond_embed, input blocks, middle block (official §1.2); output blocks and out stay frozen."""
-    u = getattr(model, "module", model).denoise_fn
-    yield from u.cond_embed.parameters()
-    yield from u.input_blocks.parameters()
+    """cond_embed, input blocks, middle block (official §1.2); output blocks and out stay frozen.
+
+    ``frozen_input_blocks: k`` (k > 0, a raysweep option; official = 0) also keeps ``cond_embed`` and the first k
+    input blocks at the original's weights: they cannot tell a forget image from a retain one (a 3x3 conv and
+    full-resolution res blocks; cond_embed sees only the noise level), so Eq. 10 can only move them for both
+    groups at once, and their maps feed the frozen decoder's last layers through the skips."""
+    m = getattr(model, "module", model)
+    u, k = m.denoise_fn, m.frozen_input_blocks
+    if k == 0:
+        yield from u.cond_embed.parameters()
+    for block in list(u.input_blocks)[k:]:
+        yield from block.parameters()
     yield from u.middle_block.parameters()
 
 
@@ -191,8 +207,15 @@ def _ctx(model: PaletteNetwork, images: torch.Tensor, ctx: dict | None, generato
 
 
 def _flat(maps: list[torch.Tensor]) -> torch.Tensor:
-    """Feature maps -> ``[B, N]``, each map scaled by 1/sqrt(its size per sample) so that each weighs the same."""
-    return torch.cat([h.flatten(1) / h[0].numel() ** 0.5 for h in maps], dim=1)
+    """Feature maps -> ``[B, N]``, map j (n_j values per sample) scaled by sqrt(N / n_j), N = sum of the n_j.
+
+    Then the latent's per-sample mean of squares is the official loss, the *sum over maps of each map's MSE*
+    (official §1.2), so ``unlearn.loss_form=mse`` reproduces it, and every map weighs the same in both forms. (A
+    plain mean over the concatenation would be that sum divided by N ~ 1.6e5 for the tiny UNet: gradients ~1e-10,
+    below Adam's eps, i.e. almost no update.)"""
+    sizes = [h[0].numel() for h in maps]
+    total = float(sum(sizes))
+    return torch.cat([h.flatten(1) * (total / n) ** 0.5 for h, n in zip(maps, sizes)], dim=1)
 
 
 def encode(model: nn.Module, images: torch.Tensor, ctx: dict | None = None,
