@@ -40,23 +40,23 @@ def main(argv: list[str] | None = None) -> int:
     original, ext_path = ensure_original(cfg), ensure_extractor(cfg)
     ext = resolve_extractor(cfg.eval.extractor, str(ext_path), extractor_label(cfg))
     groups = {g: x[: args.images] for g, x in eval_groups(cfg).items()}
-    rows, ratios = {}, {}
+    def score(model: torch.nn.Module, task) -> tuple[float, dict[str, float]]:
+        """Seconds per image and FID per group of ``model``'s completions."""
+        t0, fids = time.perf_counter(), {}
+        for g, x in groups.items():
+            out, _ = complete(family, model, x, task, torch.device("cpu"), cfg.eval.batch_size)
+            fids[g] = fid_is(to_uint8(out), to_uint8(x), ext, cfg.eval.batch_size, cuda=False)["fid"]
+        return (time.perf_counter() - t0) / sum(len(x) for x in groups.values()), fids
+
+    rows, unlearned = {}, {}
     for sampler in ("ddim", "ddpm"):
         c = cfg.replace(**{"model.options": {**cfg.model.options, "sampler": sampler}})
-        for which in ("original", "unlearned") if args.unlearned else ("original",):
-            model = load_original(c, str(original) if original else None).eval()
-            if which == "unlearned":
-                model.load_state_dict(read_state_dict(args.unlearned, key="model"))
-            t0, fids = time.perf_counter(), {}
-            n = 0
-            for g, x in groups.items():
-                out, _ = complete(family, model, x, c.eval.task, torch.device("cpu"), cfg.eval.batch_size)
-                fids[g] = fid_is(to_uint8(out), to_uint8(x), ext, cfg.eval.batch_size, cuda=False)["fid"]
-                n += len(x)
-            if which == "original":
-                rows[family.generation(model)] = {"s_per_image": (time.perf_counter() - t0) / n, **fids}
-            else:
-                ratios[family.generation(model)] = fids
+        model = load_original(c, str(original) if original else None).eval()
+        s_per_image, fids = score(model, c.eval.task)
+        rows[family.generation(model)] = {"s_per_image": s_per_image, **fids}
+        if args.unlearned:
+            model.load_state_dict(read_state_dict(args.unlearned, key="model"))
+            unlearned[family.generation(model)] = score(model, c.eval.task)[1]
     print(f"Palette sampling, {cfg.model.preset}, task {cfg.eval.task.name}:{cfg.eval.task.ratio}, "
           f"{args.images} retain + {args.images} forget images, extractor {ext.label}")
     for name, r in rows.items():
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     (a, ra), (b, rb) = rows.items()
     print(f"  speed-up {a} vs {b}: x{rb['s_per_image'] / ra['s_per_image']:.1f}   FID ratio {a}/{b}: "
           f"retain {ra['retain'] / rb['retain']:.2f}, forget {ra['forget'] / rb['forget']:.2f}")
-    for name, f in ratios.items():
+    for name, f in unlearned.items():
         o = rows[name]
         print(f"  unlearned, {name:>10}: retain FID {f['retain']:7.2f} (x{f['retain'] / o['retain']:.2f})   "
               f"forget FID {f['forget']:7.2f} (x{f['forget'] / o['forget']:.2f})")
