@@ -36,11 +36,14 @@ def format_table(m: dict) -> str:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from raysweep.pretrain import ensure_extractor, ensure_original
+    from raysweep.pretrain import ensure_models
+    from raysweep.quality import summary
     cfg = _config(args)
-    orig = ensure_original(cfg)
-    ext = ensure_extractor(cfg)
-    print(f"original model: {orig or cfg.model.checkpoint}\nin-domain extractor: {ext}")
+    models = ensure_models(cfg)
+    orig = models.original
+    print(f"original model: {orig or cfg.model.checkpoint}\nin-domain extractor: {models.extractor}")
+    if models.quality is not None:
+        print(f"quality gate ({'passed' if models.quality['passed'] else 'FAILED'}): {summary(models.quality)}")
     if orig is not None:
         print(f"completions of held-out images (input | masked | completion): {orig.with_suffix('.png')}")
     return 0
@@ -149,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         from raysweep.data.datasets import DatasetNotFoundError
         from raysweep.data.splits import EmptySplitError
         from raysweep.models.checkpoints import CheckpointError
-        if isinstance(e, (DatasetNotFoundError, EmptySplitError, CheckpointError)) or type(e) is ValueError:
+        from raysweep.quality import OriginalQualityError
+        if isinstance(e, (DatasetNotFoundError, EmptySplitError, CheckpointError, OriginalQualityError)) \
+                or type(e) is ValueError:
             print(f"raysweep: {type(e).__name__}: {e}", file=sys.stderr)
             return 2
         raise

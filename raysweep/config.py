@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence, get_args, get_origin, get_type_hints
@@ -61,7 +62,8 @@ class DataConfig:
     retain_ratio: float = 1.0           # real retain images per retain class = ceil(images_per_class * ratio)
     proxy_ratio: float = 0.0            # proxy retain (classes in neither list), official `opendata_to_forget_ratio`
     oversample: bool = True             # official rule (official-protocol §3.1): tile lists to balance the groups
-    test_images_per_class: int = 200    # evaluation images per class, forget and retain groups kept separate
+    test_images_per_class: int = 200    # test images per class (reporting), forget and retain groups kept separate
+    val_images_per_class: int = 100     # validation images per class (tuning, quality gate), disjoint from test
     pretrain_images_per_class: int = 0  # images per class used to pretrain the original; 0 = all
     seed: int = 0
 
@@ -72,6 +74,7 @@ class DataConfig:
         _check_range("data.retain_ratio", self.retain_ratio, 0.0)
         _check_range("data.proxy_ratio", self.proxy_ratio, 0.0)
         _check_range("data.test_images_per_class", self.test_images_per_class, 1)
+        _check_range("data.val_images_per_class", self.val_images_per_class, 1)
         _check_range("data.pretrain_images_per_class", self.pretrain_images_per_class, 0)
         if not self.forget_classes:
             raise ConfigError("data.forget_classes is empty; list at least one class id to forget")
@@ -114,6 +117,8 @@ class PretrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 0.5
     extractor_epochs: int = 2    # the in-domain classifier used as FID/IS feature extractor
+    seed: int = 0                # initialisation and data order of the original (part of its cache key)
+    quality_gate: bool = True    # score the original on validation images before any unlearning (raysweep.quality)
 
     def validate(self) -> None:
         _check_range("pretrain.epochs", self.epochs, 1)
@@ -270,6 +275,10 @@ SMOKE_TEST: dict[str, Any] = {"data.images_per_class": 200, "data.test_images_pe
                               "unlearn.warmup_epochs": 0.2, "sweep.num_samples": 2}
 
 
+# string settings that also take a YAML boolean (true / false) besides "auto"
+_BOOL_OR_AUTO = {"resources.use_gpu"}
+
+
 def _is_config_class(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
@@ -323,8 +332,12 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r} is not a finite number; give a finite value")
         return float(value)
     if base is str:
+        if isinstance(value, bool) and key in _BOOL_OR_AUTO:      # `use_gpu: true` in YAML / on the command line
+            return "true" if value else "false"
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -23,12 +24,20 @@ log = logging.getLogger(__name__)
 METRICS_FILE, GRID_FILE, MODEL_FILE = "metrics.json", "samples.png", "unlearned.pt"
 
 
-def eval_groups(cfg: Config) -> dict[str, torch.Tensor]:
-    """The held-out retain and forget images (float ``[N, 3, H, W]``), fixed by the data config."""
-    test = load_dataset(cfg.data, train=False)
-    split = eval_split(test.labels, cfg.data)
-    return {g: torch.stack([test[i][0] for i in idx]) for g, idx in (("retain", split.retain),
-                                                                       ("forget", split.forget))}
+def heldout_groups(cfg: Config, part: str = "test") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The held-out retain and forget images of ``part`` (test | val) as (float ``[N, 3, H, W]``, labels ``[N]``)."""
+    held = load_dataset(cfg.data, train=False)
+    split = eval_split(held.labels, cfg.data, part)
+    out = {}
+    for g, idx in (("retain", split.retain), ("forget", split.forget)):
+        items = [held[i] for i in idx]
+        out[g] = (torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items]))
+    return out
+
+
+def eval_groups(cfg: Config, part: str = "test") -> dict[str, torch.Tensor]:
+    """The held-out retain and forget images of ``part`` (float ``[N, 3, H, W]``), fixed by the data config."""
+    return {g: x for g, (x, _) in heldout_groups(cfg, part).items()}
 
 
 def original_metrics(cfg: Config, family, original: nn.Module, groups: dict[str, torch.Tensor], extractor,
@@ -58,9 +67,11 @@ def sample_grid(groups: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
 
 
 def run_finisher(cfg: Config, rank: int, run_dir: str, original: str | None, extractor: str | None,
-                 extractor_label: str, original_cache: str | None = None,
+                 extractor_label: str, original_cache: str | None = None, original_sha256: str = "",
                  **_: object) -> Callable[[nn.Module, torch.device], dict | None]:
     """``finish`` for the unlearn job: evaluate both models, write the run folder, return the flat metrics."""
+    started = time.perf_counter()               # made right before the job is built and trained
+
     def finish(model: nn.Module, device: torch.device) -> dict | None:
         if rank != 0:
             return None
@@ -75,8 +86,12 @@ def run_finisher(cfg: Config, rank: int, run_dir: str, original: str | None, ext
 
     def _finish(model: nn.Module, device: torch.device) -> dict:
         from raysweep.jobs import load_original
+        t_train, t0 = time.perf_counter() - started, time.perf_counter()
         out = Path(run_dir)
         out.mkdir(parents=True, exist_ok=True)
+        # the trained weights first: an evaluation that dies must not lose the training
+        save_atomic({"model": getattr(model, "module", model).state_dict(), "config": cfg.to_dict()},
+                    out / MODEL_FILE)
         family = get_family(cfg.model.family)
         ext = resolve_extractor(cfg.eval.extractor, extractor, extractor_label)
         groups = eval_groups(cfg)
@@ -92,12 +107,14 @@ def run_finisher(cfg: Config, rank: int, run_dir: str, original: str | None, ext
         result = {**new, **{f"original/{k}": v for k, v in orig.items()}}
         result["forget/fid_ratio"] = new["forget/fid"] / max(orig["forget/fid"], 1e-12)
         result["retain/fid_ratio"] = new["retain/fid"] / max(orig["retain/fid"], 1e-12)
+        from raysweep.models.checkpoints import sha256
         payload = {**result, "extractor": ext.label, "task": f"{cfg.eval.task.name}:{cfg.eval.task.ratio}",
                    "generation": family.generation(getattr(model, "module", model)),
-                   "eval_images_per_group": {g: len(x) for g, x in groups.items()}}
+                   "eval_images_per_group": {g: len(x) for g, x in groups.items()}, "eval_part": "test",
+                   "original_sha256": original_sha256, "unlearned_sha256": sha256(out / MODEL_FILE),
+                   "extractor_sha256": sha256(extractor) if extractor else None,
+                   "seconds": {"train": round(t_train, 1), "evaluate": round(time.perf_counter() - t0, 1)}}
         (out / METRICS_FILE).write_text(json.dumps(payload, indent=2))
-        save_atomic({"model": getattr(model, "module", model).state_dict(), "config": cfg.to_dict()},
-                    out / MODEL_FILE)
         log.info("metrics written to %s", out / METRICS_FILE)
         return payload
 

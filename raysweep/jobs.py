@@ -58,6 +58,7 @@ class Job:
     step: Callable[[nn.Module, Any, torch.Generator], dict[str, torch.Tensor]]
     finish: Callable[[nn.Module, torch.device], dict | None]
     frozen: list[nn.Module] = dataclasses.field(default_factory=list)   # moved to the device, never trained
+    seed: int = 0                          # data order and the step's random draws (``fit``)
 
 
 class FlaggedSubset(Dataset):
@@ -88,7 +89,7 @@ def pretrain_job(cfg: Config, output: str, stage: str | None = None, init: str |
     """One pretraining stage of the original (``stage`` None = the family's only / last stage), starting from the
     previous stage's weights ``init``; only the stage's parameters train."""
     family = get_family(cfg.model.family)
-    torch.manual_seed(cfg.seed)                     # reproducible initialisation (DDP then broadcasts rank 0's)
+    torch.manual_seed(cfg.pretrain.seed)            # reproducible initialisation (DDP then broadcasts rank 0's)
     model = family.build(dataclasses.replace(cfg.model, checkpoint=None,
                                              options=pretrain_options(family, cfg.model.options)))
     if init:
@@ -100,7 +101,7 @@ def pretrain_job(cfg: Config, output: str, stage: str | None = None, init: str |
     for q in params:
         q.requires_grad_(True)
     ds = load_dataset(cfg.data, train=True)
-    idx = pretrain_indices(ds.labels, cfg.data.pretrain_images_per_class, ds.num_classes, cfg.data.seed)
+    idx = pretrain_indices(ds.labels, cfg.data, ds.num_classes)
     p = cfg.pretrain
     hyper = Hyper(st.epochs, p.batch_size, st.lr, p.weight_decay, (0.9, 0.95), p.warmup_epochs, 0.0, 3.0, 50)
 
@@ -111,12 +112,12 @@ def pretrain_job(cfg: Config, output: str, stage: str | None = None, init: str |
         save_atomic({"model": unwrap(m).state_dict(), "config": cfg.to_dict(), "stage": st.name}, output)
         return {"path": output}
 
-    return Job(f"pretrain-{st.name}", model, params, Subset(ds, idx), hyper, step, finish)
+    return Job(f"pretrain-{st.name}", model, params, Subset(ds, idx), hyper, step, finish, seed=cfg.pretrain.seed)
 
 
 def extractor_job(cfg: Config, output: str, **_: Any) -> Job:
     ds = load_dataset(cfg.data, train=True)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.data.seed)                # the extractor depends on the data only (its cache key)
     net = InDomainClassifier(ds.num_classes)
     hyper = Hyper(cfg.pretrain.extractor_epochs, 128, 2e-3, 1e-4, (0.9, 0.999), 0.2, 0.0, None, 100)
 
@@ -142,7 +143,7 @@ def extractor_job(cfg: Config, output: str, **_: Any) -> Job:
         log.info("in-domain extractor: test accuracy %.4f", acc)
         return {"path": output, "test_accuracy": acc}
 
-    return Job("extractor", net, list(net.parameters()), ds, hyper, step, finish)
+    return Job("extractor", net, list(net.parameters()), ds, hyper, step, finish, seed=cfg.data.seed)
 
 
 def unlearn_job(cfg: Config, original: str | None, finish: Callable[[nn.Module, torch.device], dict | None],
@@ -178,7 +179,7 @@ def unlearn_job(cfg: Config, original: str | None, finish: Callable[[nn.Module, 
         return loss_fn(z, target, is_forget, u.alpha, u.loss_form)
 
     return Job("unlearn", student, params, FlaggedSubset(ds, split.indices, split.is_forget), hyper, step, finish,
-               frozen=[teacher])
+               frozen=[teacher], seed=cfg.seed)
 
 
 def _patch(m: nn.Module) -> int:

@@ -6,11 +6,11 @@ Files live under ``$RAYSWEEP_CACHE`` (default ``~/.cache/raysweep``); a run inte
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
+from raysweep import cache
 from raysweep.config import Config
 from raysweep.metrics.extractors import INDOMAIN
 from raysweep.paths import cache_dir
@@ -20,23 +20,28 @@ log = logging.getLogger(__name__)
 _DATA_KEYS = ("dataset", "root", "class_names", "num_classes", "image_size", "pretrain_images_per_class", "seed")
 
 
-def _key(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def _data(cfg: Config) -> dict:
+    from raysweep.data.datasets import dataset_fingerprint
+    d = cfg.to_dict()["data"]
+    return {**{k: d[k] for k in _DATA_KEYS}, "content": dataset_fingerprint(cfg.data)}
 
 
 def original_key(cfg: Config) -> str:
+    """What decides the pretrained original: its family's pretraining code (``cache.PRODUCERS``), architecture and
+    pretraining options, the data it sees (settings and file content), the schedule, the seed, and the number of
+    DDP workers (the global batch)."""
     from raysweep.models import get_family, pretrain_options
-    d = cfg.to_dict()
     model = {"family": cfg.model.family, "preset": cfg.model.preset,
              "options": pretrain_options(get_family(cfg.model.family), cfg.model.options)}
-    return _key({"model": model,
-                 "data": {k: d["data"][k] for k in _DATA_KEYS},
-                 "pretrain": {k: v for k, v in d["pretrain"].items() if k != "extractor_epochs"}})
+    p = cfg.to_dict()["pretrain"]
+    return cache.key(f"original:{cfg.model.family}", {
+        "model": model, "data": _data(cfg), "workers": cfg.resources.num_workers,
+        "pretrain": {k: v for k, v in p.items() if k not in ("extractor_epochs", "quality_gate")}})
 
 
 def extractor_key(cfg: Config) -> str:
-    d = cfg.to_dict()
-    return _key({"data": {k: d["data"][k] for k in _DATA_KEYS}, "epochs": d["pretrain"]["extractor_epochs"]})
+    return cache.key("extractor", {"data": _data(cfg), "epochs": cfg.pretrain.extractor_epochs,
+                                   "workers": cfg.resources.num_workers})
 
 
 def original_path(cfg: Config) -> Path:
@@ -86,3 +91,35 @@ def ensure_original(cfg: Config) -> Path | None:
         from raysweep.evaluate import write_reconstructions
         log.info("the original's completions of held-out images: %s", write_reconstructions(cfg, p))
     return p
+
+
+@dataclass(frozen=True)
+class Models:
+    """What every unlearning run starts from, made sure of once in the driver."""
+    original: Path | None          # None: the official checkpoint ``model.checkpoint``
+    extractor: Path
+    extractor_label: str
+    quality: dict | None           # the quality gate's report on a raysweep-pretrained original
+    seconds: dict                  # wall time of each step that ran now (pretrain, extractor, quality gate)
+
+
+def ensure_models(cfg: Config) -> Models:
+    """The original (pretrained now if not cached), the in-domain extractor (likewise), and the quality gate on
+    the original (:mod:`raysweep.quality`), which stops here, before any unlearning, if the original is too weak."""
+    import time
+
+    from raysweep.quality import gate
+    secs = {}
+    t = time.perf_counter()
+    original = ensure_original(cfg)
+    secs["pretrain"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ext = ensure_extractor(cfg)
+    secs["extractor"] = time.perf_counter() - t
+    label = extractor_label(cfg)
+    report = None
+    if original is not None:
+        t = time.perf_counter()
+        report = gate(cfg, original, ext, label)
+        secs["quality_gate"] = time.perf_counter() - t
+    return Models(original, ext, label, report, secs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import yaml
@@ -11,7 +12,7 @@ import yaml
 from raysweep.config import Config
 from raysweep.evaluate import METRICS_FILE
 from raysweep.paths import cache_dir, results_dir
-from raysweep.pretrain import ensure_extractor, ensure_original, extractor_label
+from raysweep.pretrain import Models, ensure_models
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +29,23 @@ def run_dir_for(cfg: Config) -> Path:
     return d
 
 
-def job_kwargs(cfg: Config, run_dir: Path) -> dict:
+def job_kwargs(cfg: Config, run_dir: Path, models: Models | None = None) -> dict:
     """What an unlearn job needs besides the config (paths only: they cross process boundaries)."""
-    original = ensure_original(cfg)
-    ext = ensure_extractor(cfg)
-    label = extractor_label(cfg)
-    # the original's scores depend on the original, the eval data / task and the extractor's weights
+    from raysweep import cache
     from raysweep.models.checkpoints import sha256
-    orig_id = sha256(original)[:12] if original else Path(cfg.model.checkpoint).name
-    key = f"{cfg.digest('model', 'data', 'eval')}-{orig_id}-{label}"
-    return {"run_dir": str(run_dir), "original": str(original) if original else None, "extractor": str(ext),
-            "extractor_label": label, "original_cache": str(cache_dir() / "original_metrics" / f"{key}.json")}
+    from raysweep.train import use_gpu
+    models = models or ensure_models(cfg)
+    original = models.original
+    orig_sha = sha256(original if original else cfg.model.checkpoint)
+    # the original's scores depend on its weights (content), the eval data / task / sampler settings, the
+    # extractor's weights, the device its sampler runs on and the code that scores (cache.PRODUCERS)
+    key = cache.key("scores", {"config": cfg.digest("model", "data", "eval"), "original": orig_sha,
+                               "extractor": models.extractor_label, "device": "cuda" if use_gpu(cfg) else "cpu",
+                               "reference": cache.version("reference")})
+    return {"run_dir": str(run_dir), "original": str(original) if original else None,
+            "original_sha256": orig_sha, "extractor": str(models.extractor),
+            "extractor_label": models.extractor_label,
+            "original_cache": str(cache_dir() / "original_metrics" / f"{key}.json")}
 
 
 def preflight(cfg: Config) -> None:
@@ -61,6 +68,16 @@ def unlearn(cfg: Config) -> tuple[Path, dict]:
     run_dir = run_dir_for(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    kwargs = job_kwargs(cfg, run_dir)
+    models = ensure_models(cfg)
+    kwargs = job_kwargs(cfg, run_dir, models)
+    t = time.perf_counter()
     run_job(cfg, "unlearn", run_dir, "train", **kwargs)
-    return run_dir, json.loads((run_dir / METRICS_FILE).read_text())
+    metrics = json.loads((run_dir / METRICS_FILE).read_text())
+    # wall times of this command's steps (pretraining and the extractor are 0 when they came from the cache)
+    metrics["seconds"] = {**{k: round(v, 1) for k, v in models.seconds.items()},
+                          "unlearn_job": round(time.perf_counter() - t, 1), **metrics.get("seconds", {})}
+    if models.quality is not None:
+        metrics["quality_gate"] = {g: {k: m[k] for k in ("fid_vs_flat", "hole_mse_vs_flat", "accuracy_kept")}
+                                   for g, m in models.quality["groups"].items()}
+    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+    return run_dir, metrics

@@ -104,6 +104,8 @@ class TrialCallback(MLflowLoggerCallback):
                 client.set_tag(self._trial_runs[trial], "raysweep.extractor", m.get("extractor", ""))
                 client.set_tag(self._trial_runs[trial], "raysweep.task", m.get("task", ""))
                 client.set_tag(self._trial_runs[trial], "raysweep.generation", m.get("generation", ""))
+                for k in ("original_sha256", "unlearned_sha256", "extractor_sha256"):   # exact weights of this run
+                    client.set_tag(self._trial_runs[trial], f"raysweep.{k}", m.get(k) or "")
         super().log_trial_end(trial, failed)
 
 

@@ -58,13 +58,15 @@ def _to(batch: Any, device: torch.device) -> Any:
     return batch.to(device, non_blocking=True) if torch.is_tensor(batch) else batch
 
 
-def fit(job: Job, hooks: Hooks, seed: int, on_step: Callable[[int, dict], None] | None = None,
+def fit(job: Job, hooks: Hooks, seed: int | None = None, on_step: Callable[[int, dict], None] | None = None,
         max_steps: int | None = None) -> dict | None:
     """Train ``job`` for its epochs; returns ``job.finish(...)`` on rank 0 (None elsewhere).
 
-    ``max_steps`` stops early (benchmarks); ``on_step`` sees every step's float metrics.
+    ``seed`` (default ``job.seed``) fixes the data order and the step's draws; ``max_steps`` stops early
+    (benchmarks); ``on_step`` sees every step's float metrics.
     """
     h, dev = job.hyper, hooks.device
+    seed = job.seed if seed is None else seed
     torch.manual_seed(seed + hooks.rank)
     module = job.module.to(dev)
     for fz in job.frozen:
@@ -219,9 +221,9 @@ def train_loop_per_worker(config: dict) -> dict | None:
     job = jobs.JOBS[config["job"]](cfg, **kwargs)
     if bench:                                   # benchmarks/throughput.py: steady-state images/s of this loop
         timer = StepTimer(warmup=bench["warmup"], images_per_step=job.hyper.batch_size * hooks.world)
-        fit(job, hooks, cfg.seed, on_step=timer, max_steps=bench["warmup"] + bench["steps"])
+        fit(job, hooks, on_step=timer, max_steps=bench["warmup"] + bench["steps"])
         return {"img_per_s": timer.rate()} if hooks.rank == 0 else None
-    return fit(job, hooks, cfg.seed)
+    return fit(job, hooks)
 
 
 def use_gpu(cfg: Config) -> bool:

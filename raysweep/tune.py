@@ -145,20 +145,20 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
     import ray
     from ray import tune
 
-    from raysweep.pretrain import ensure_extractor, ensure_original
+    from raysweep.pretrain import ensure_models
     from raysweep.runner import preflight
     from raysweep.tracking import TrialCallback, log_frontier, parent_run, tracking_uri
     from raysweep.train import ensure_ray
     space = search_space(cfg.sweep.space, cfg)
-    preflight(cfg)                # bad input fails here, in the driver, before any Ray work    # intermediate reports (per log_every steps / per epoch) carry training metrics only; FIDs come with the final
-    # report, which is the one Optuna is told (ray-notes §2)
+    preflight(cfg)                # bad input fails here, in the driver, before any Ray work
+    # intermediate reports (per log_every steps / per epoch) carry training metrics only; FIDs come with the final
+    # report, which is the one Optuna is told
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     ensure_ray()
     uri = tracking_uri(cfg, multi_node=len([n for n in ray.nodes() if n.get("Alive")]) > 1)
     name, storage = _storage(cfg, resume)
     storage.mkdir(parents=True, exist_ok=True)
-    ensure_original(cfg)          # before any trial: trials then find the originals cached
-    ensure_extractor(cfg)
+    ensure_models(cfg)            # before any trial: trials find the originals cached (and gated)
     parent = parent_run(uri, cfg.tracking.experiment, name, cfg)
     trainable = tune.with_parameters(trial, base=cfg.to_dict(), storage=str(storage))
     path = storage / TUNE_DIR

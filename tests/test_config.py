@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from raysweep.config import Config, ConfigError, flatten, load_config, parse_overrides
@@ -60,3 +62,24 @@ def test_replace_and_digest():
     assert other.digest("unlearn") != cfg.digest("unlearn") and other.digest("data") == cfg.digest("data")
     flat = flatten(cfg.to_dict())
     assert flat["unlearn.alpha"] == 0.25 and "sweep.space" in flat
+
+
+@pytest.mark.parametrize("key", ["unlearn.alpha", "unlearn.lr", "eval.task.ratio", "data.retain_ratio",
+                                 "pretrain.lr", "resources.cpus_per_worker"])
+@pytest.mark.parametrize("value", ["nan", ".nan", "inf", "-.inf"])
+def test_non_finite_numbers_are_refused(key, value):
+    with pytest.raises(ConfigError, match=f"{key}.*not a finite number"):
+        load_config(None, [f"{key}={value}"])
+
+
+def test_use_gpu_takes_yaml_booleans_and_the_readme_cluster_command():
+    assert load_config(None, ["resources.use_gpu=true"]).resources.use_gpu == "true"
+    assert load_config(None, ["resources.use_gpu=false"]).resources.use_gpu == "false"
+    assert load_config(None, ["resources.use_gpu=auto"]).resources.use_gpu == "auto"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if "resources.use_gpu=true" in ln)
+    overrides = [w for w in line.split() if "=" in w and not w.startswith("--")]
+    cfg = load_config(None, [o.replace("<head-private-ip>", "10.0.0.1") for o in overrides])
+    assert cfg.resources.use_gpu == "true" and cfg.resources.cpus_per_worker == 4
+    with pytest.raises(ConfigError, match="use_gpu"):
+        load_config(None, ["resources.use_gpu=maybe"])

@@ -8,7 +8,7 @@ import torch
 from raysweep.config import Config, DataConfig
 from raysweep.data import datasets
 from raysweep.data.datasets import DatasetNotFoundError, load_dataset, synthetic
-from raysweep.data.splits import EmptySplitError, eval_split, proxy_classes, unlearn_split
+from raysweep.data.splits import EmptySplitError, eval_split, pretrain_indices, proxy_classes, unlearn_split
 
 
 def labels(n_classes=10, per=50):
@@ -63,11 +63,38 @@ def test_empty_split_errors():
 
 
 def test_eval_split_groups_are_disjoint_and_sized():
-    cfg = DataConfig(dataset="synthetic", forget_classes=[0, 1], retain_classes=[2], test_images_per_class=7)
+    cfg = DataConfig(dataset="synthetic", forget_classes=[0, 1], retain_classes=[2], test_images_per_class=7,
+                     val_images_per_class=5)
     e = eval_split(labels(), cfg)
     lab = labels()
     assert len(e.forget) == 14 and len(e.retain) == 7
     assert {int(lab[i]) for i in e.forget} == {0, 1} and {int(lab[i]) for i in e.retain} == {2}
+    v = eval_split(labels(), cfg, "val")
+    assert len(v.forget) == 10 and len(v.retain) == 5
+    assert not set(v.forget + v.retain) & set(e.forget + e.retain)          # validation never overlaps test
+    with pytest.raises(EmptySplitError, match="val_images_per_class"):
+        eval_split(labels(), DataConfig(dataset="synthetic", forget_classes=[0], retain_classes=[2],
+                                        test_images_per_class=40, val_images_per_class=40))
+
+
+@pytest.mark.parametrize("forget,retain", [([0, 1, 2], [3, 4, 5]), ([5, 3, 1], [0, 2, 4]), ([4, 0], [5, 2])])
+def test_unlearning_images_were_all_seen_in_pretraining(forget, retain):
+    """Forget, retain and proxy images always lie inside the original's training set, for any class lists in any
+    order (the paper unlearns data the original was trained on), and a class gets the same images whatever the
+    lists."""
+    lab = labels(6, 50)
+    cfg = DataConfig(dataset="synthetic", num_classes=6, forget_classes=forget, retain_classes=retain,
+                     images_per_class=10, pretrain_images_per_class=20, proxy_ratio=0.5 if len(forget) < 3 else 0)
+    pre = set(pretrain_indices(lab, cfg, 6))
+    assert len(pre) == 6 * 20
+    s = unlearn_split(lab, cfg, 6)
+    assert set(s.indices) <= pre
+    other = DataConfig(dataset="synthetic", num_classes=6, forget_classes=list(reversed(retain)),
+                       retain_classes=list(reversed(forget)), images_per_class=10, pretrain_images_per_class=20)
+    assert pretrain_indices(lab, other, 6) == sorted(pre)
+    mine = {i for i, f in zip(s.indices, s.is_forget) if f}
+    theirs = {i for i, f in zip(unlearn_split(lab, other, 6).indices, unlearn_split(lab, other, 6).is_forget) if not f}
+    assert mine <= theirs                    # the forget classes' images are the same when they are retain classes
 
 
 def test_class_out_of_range_names_valid_range():

@@ -58,3 +58,25 @@ def test_unlearn_cli_end_to_end(family, ray_session, tmp_path, monkeypatch, caps
     assert any(not torch.equal(orig[n], new[n]) for n in ("blocks.0.attn.qkv.weight", "norm.weight"))
     # a finished run is never overwritten: the next run of the same config gets a new folder
     assert run_dir_for(cfg) == runs[0].parent / f"{runs[0].name}-r2"
+
+
+def test_original_and_extractor_are_bit_identical_from_two_empty_caches(ray_session, tmp_path, monkeypatch):
+    """Determinism (same platform, same thread count): the same config and seed pretrain bit-identical weights
+    through Ray Train, from two empty caches; a different pretrain.seed gives a different original."""
+    from raysweep.models.checkpoints import sha256
+    from raysweep.pretrain import ensure_extractor, ensure_original
+    cfg = Config.from_dict(tiny_dict(tmp_path)).replace(**{"pretrain.epochs": 1})
+    files = []
+    for name in ("a", "b"):
+        monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / name))       # the driver picks every path
+        files.append((ensure_original(cfg), ensure_extractor(cfg)))
+    (oa, ea), (ob, eb) = files
+    assert oa != ob and oa.name == ob.name
+    for x, y in ((oa, ob), (ea, eb)):
+        sa, sb = torch.load(x, weights_only=True)["model"], torch.load(y, weights_only=True)["model"]
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert sha256(ea) == sha256(eb)
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "c"))
+    other = ensure_original(cfg.replace(**{"pretrain.seed": 1}))
+    so, s0 = (torch.load(p, weights_only=True)["model"] for p in (other, oa))
+    assert other.name != oa.name and not torch.equal(so["blocks.0.attn.qkv.weight"], s0["blocks.0.attn.qkv.weight"])

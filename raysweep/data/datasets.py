@@ -6,6 +6,8 @@ Every dataset yields ``(image, label)`` with ``image`` a float tensor ``[3, H, W
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -163,6 +165,28 @@ def synthetic(train: bool, size: int, num_classes: int, per_class: int = 64, see
         imgs[sel] = base + 0.05 * torch.randn(int(sel.sum()), 3, size, size, generator=g)
     imgs = (imgs.clamp(0, 1) * 255).round().to(torch.uint8)
     return TensorImageDataset(imgs, labels, [f"class{c}" for c in range(num_classes)])
+
+
+def dataset_fingerprint(cfg: DataConfig) -> str:
+    """A hash of the dataset's content, part of every cache key built from it (a changed file makes new keys):
+    Fashion-MNIST's four staged files; an image folder's file list with sizes; a synthetic set's settings."""
+    from raysweep.models.checkpoints import sha256
+    h = hashlib.sha256(cfg.dataset.encode())
+    if cfg.dataset == "fashion_mnist":
+        raw = _stage_fmnist() / "FashionMNIST" / "raw"
+        for f in FMNIST_FILES:
+            h.update(sha256(raw / f).encode())
+    elif cfg.dataset == "synthetic":
+        h.update(json.dumps([cfg.image_size, cfg.num_classes, cfg.seed]).encode())
+    else:
+        root = Path(cfg.root).expanduser()
+        for split in ("train", "val"):
+            for name in cfg.class_names:
+                folder = root / split / name
+                if folder.is_dir():
+                    for p in sorted(folder.iterdir()):
+                        h.update(f"{split}/{name}/{p.name}:{p.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def load_dataset(cfg: DataConfig, train: bool) -> Dataset:

@@ -1,4 +1,9 @@
-"""Forget / retain / proxy splits from explicit class lists (official-protocol §3).
+"""Which images each stage sees: pretraining, unlearning (forget / retain / proxy), validation and test.
+
+- The original is pretrained on ``pretrain_images_per_class`` training images of every class.
+- Unlearning draws its forget, retain and proxy images from those same pretraining images (the paper unlearns data
+  the original was trained on), for any class lists in any order.
+- Validation and test images come from the held-out file, disjoint from each other and never trained on.
 
 Training items carry a group flag (True = forget). Sizes follow the official MAGE rules:
 forget = ``images_per_class`` per forget class; real retain = ceil(images_per_class * retain_ratio) per retain class;
@@ -8,12 +13,15 @@ max(|proxy|, |forget|) and the forget list tiled to max(|proxy| + |retain|, |for
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 import torch
 
 from raysweep.config import DataConfig
+
+log = logging.getLogger(__name__)
 
 
 class EmptySplitError(ValueError):
@@ -38,14 +46,37 @@ class EvalSplit:
     retain: list[int]
 
 
-def _per_class(labels: torch.Tensor, classes: list[int], n: int, g: torch.Generator, group: str) -> list[int]:
+def _class_order(labels: torch.Tensor, c: int, seed: int, salt: int) -> torch.Tensor:
+    """All items of class ``c`` in a fixed random order that depends only on (seed, salt, c): never on which other
+    classes are listed or in which order, so every split below picks the same images for a class whatever the
+    class lists are."""
+    idx = torch.nonzero(labels == c).flatten()
+    g = torch.Generator().manual_seed(seed * 1_000_003 + salt * 10_007 + c)
+    return idx[torch.randperm(len(idx), generator=g)]
+
+
+_TRAIN, _HELDOUT = 0, 1      # salts: the training file and the held-out (test) file
+
+
+def _pretrain_pool(labels: torch.Tensor, c: int, per_class: int, seed: int) -> torch.Tensor:
+    """The training images of class ``c`` the original is pretrained on (``per_class`` 0 = all of them)."""
+    order = _class_order(labels, c, seed, _TRAIN)
+    return order if per_class <= 0 else order[:per_class]
+
+
+def _per_class(labels: torch.Tensor, classes: list[int], n: int, cfg: DataConfig, group: str) -> list[int]:
+    """``n`` training images of each class, always among the images the original was pretrained on (the paper
+    unlearns data the original saw): the first ``n`` of the class's pretraining pool."""
     out: list[int] = []
     for c in classes:
-        idx = torch.nonzero(labels == c).flatten()
-        if len(idx) == 0:
+        pool = _pretrain_pool(labels, c, cfg.pretrain_images_per_class, cfg.seed)
+        if len(pool) == 0:
             raise EmptySplitError(f"class {c} ({group}) has no images in this dataset split; remove it from the "
                                   f"{group} list or add images")
-        out += idx[torch.randperm(len(idx), generator=g)[:n]].tolist()
+        if n > len(pool):          # the official code takes what there is ([:n]); say so
+            log.warning("class %d (%s) has %d pretraining images, fewer than the %d asked for: using all of them",
+                        c, group, len(pool), n)
+        out += pool[:n].tolist()
     return out
 
 
@@ -65,13 +96,13 @@ def unlearn_split(labels: torch.Tensor, cfg: DataConfig, num_classes: int) -> Un
     """The unlearning training set (official-protocol §3.1)."""
     g = torch.Generator().manual_seed(cfg.seed)
     ipc = cfg.images_per_class
-    forget = _per_class(labels, cfg.forget_classes, ipc, g, "forget")
+    forget = _per_class(labels, cfg.forget_classes, ipc, cfg, "forget")
     retain = []
     if cfg.retain_ratio > 0:
         if not cfg.retain_classes:
             raise EmptySplitError("data.retain_ratio>0 but data.retain_classes is empty; list retain classes or set "
                                   "data.retain_ratio=0 with data.proxy_ratio>0 (proxy retain)")
-        retain = _per_class(labels, cfg.retain_classes, math.ceil(ipc * cfg.retain_ratio), g, "retain")
+        retain = _per_class(labels, cfg.retain_classes, math.ceil(ipc * cfg.retain_ratio), cfg, "retain")
     proxy = []
     if cfg.proxy_ratio > 0:
         pcs = proxy_classes(cfg, num_classes)
@@ -79,7 +110,7 @@ def unlearn_split(labels: torch.Tensor, cfg: DataConfig, num_classes: int) -> Un
             raise EmptySplitError("data.proxy_ratio>0 but every class is in data.forget_classes or "
                                   "data.retain_classes, so there is no proxy class; set data.proxy_ratio=0")
         per = math.ceil(cfg.proxy_ratio * len(cfg.forget_classes) * ipc / len(pcs))
-        proxy = _per_class(labels, pcs, per, g, "proxy")
+        proxy = _per_class(labels, pcs, per, cfg, "proxy")
     if not retain and not proxy:
         raise EmptySplitError("the retain set is empty; set data.retain_ratio>0 or data.proxy_ratio>0")
     n_f, n_r, n_p = len(forget), len(retain), len(proxy)
@@ -93,19 +124,38 @@ def unlearn_split(labels: torch.Tensor, cfg: DataConfig, num_classes: int) -> Un
     return UnlearnSplit([idx[i] for i in perm], [flag[i] for i in perm], n_f, n_r, n_p)
 
 
-def eval_split(labels: torch.Tensor, cfg: DataConfig) -> EvalSplit:
-    """Separate forget and retain evaluation sets from the test split (``test_images_per_class`` per class)."""
-    g = torch.Generator().manual_seed(cfg.seed + 1)
-    forget = _per_class(labels, cfg.forget_classes, cfg.test_images_per_class, g, "forget")
+HELDOUT_PARTS = ("test", "val")
+
+
+def eval_split(labels: torch.Tensor, cfg: DataConfig, part: str = "test") -> EvalSplit:
+    """Forget and retain evaluation sets from the held-out file (Fashion-MNIST t10k, an image folder's val/), which
+    neither pretraining nor unlearning ever reads. Per class, in a fixed random order: the first
+    ``test_images_per_class`` images are the **test** set (results are reported on it), the next
+    ``val_images_per_class`` the **validation** set (sweeps, ablations, defaults and the quality gate use it)."""
+    if part not in HELDOUT_PARTS:
+        raise ValueError(f"unknown held-out part {part!r}; choose one of {list(HELDOUT_PARTS)}")
     if not cfg.retain_classes:
         raise EmptySplitError("data.retain_classes is empty: there is nothing to evaluate retain quality on")
-    retain = _per_class(labels, cfg.retain_classes, cfg.test_images_per_class, g, "retain")
-    return EvalSplit(sorted(forget), sorted(retain))
+    t, v = cfg.test_images_per_class, cfg.val_images_per_class
+    lo, hi = (0, t) if part == "test" else (t, t + v)
+    groups = []
+    for group, classes in (("forget", cfg.forget_classes), ("retain", cfg.retain_classes)):
+        out: list[int] = []
+        for c in classes:
+            order = _class_order(labels, c, cfg.seed, _HELDOUT)
+            if len(order) < t + v:
+                raise EmptySplitError(
+                    f"class {c} ({group}) has {len(order)} held-out images, fewer than data.test_images_per_class "
+                    f"({t}) + data.val_images_per_class ({v}); lower one of them")
+            out += order[lo:hi].tolist()
+        groups.append(sorted(out))
+    return EvalSplit(*groups)
 
 
-def pretrain_indices(labels: torch.Tensor, per_class: int, num_classes: int, seed: int) -> list[int]:
-    """All classes (the original is trained on everything); ``per_class`` 0 = all images."""
-    if per_class <= 0:
-        return list(range(len(labels)))
-    g = torch.Generator().manual_seed(seed)
-    return sorted(_per_class(labels, list(range(num_classes)), per_class, g, "pretrain"))
+def pretrain_indices(labels: torch.Tensor, cfg: DataConfig, num_classes: int) -> list[int]:
+    """The original's training images: ``pretrain_images_per_class`` of every class (0 = all), the same images
+    whatever the forget / retain lists (see :func:`_class_order`)."""
+    out: list[int] = []
+    for c in range(num_classes):
+        out += _pretrain_pool(labels, c, cfg.pretrain_images_per_class, cfg.seed).tolist()
+    return sorted(out)

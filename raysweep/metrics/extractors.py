@@ -37,6 +37,14 @@ class InDomainClassifier(nn.Module):
         return self.head(self.features(x))
 
 
+def load_classifier(path: str | os.PathLike) -> InDomainClassifier:
+    """The in-domain classifier stored at ``path`` (weights_only)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net = InDomainClassifier(int(state["num_classes"]))
+    net.load_state_dict(state["model"])
+    return net
+
+
 def inception_weights_path() -> Path | None:
     """Where torch-fidelity looks for its Inception weights; None if the file is not there."""
     p = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
@@ -55,10 +63,8 @@ def _fidelity():
             path = kwargs.get("feature_extractor_weights_path")
             if not path or not os.path.isfile(path):
                 raise FileNotFoundError(f"in-domain extractor weights {path!r} not found")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            self.net = InDomainClassifier(int(state["num_classes"]))
-            self.net.load_state_dict(state["model"])
-            self.size = int(state["image_size"])
+            self.net = load_classifier(path)
+            self.size = int(torch.load(path, map_location="cpu", weights_only=True)["image_size"])
 
         def forward(self, x):
             x = x.float() / 255.0

@@ -23,12 +23,20 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or of the wrong layout; the message says what to do."""
 
 
+_SHA_MEMO: dict[tuple, str] = {}
+
+
 def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Content hash of a file (memoised per path, size and modification time: official files are large)."""
+    st = os.stat(path)
+    memo = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _SHA_MEMO:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _SHA_MEMO[memo] = h.hexdigest()
+    return _SHA_MEMO[memo]
 
 
 def read_state_dict(path: str | os.PathLike, key: str | None = "model") -> dict[str, torch.Tensor]:

@@ -17,8 +17,8 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from raysweep.config import Config, ModelConfig
-from raysweep.data.masks import patch_mask, random_patch_mask
+from raysweep.config import Config, ModelConfig, TaskConfig
+from raysweep.data.masks import patch_mask, random_patch_mask, task_mask
 from raysweep.models.checkpoints import load_strict, read_state_dict
 
 PRESETS = {
@@ -29,7 +29,13 @@ PRESETS = {
     "vit_base": dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12,
                      decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16),
 }
-OPTIONS = {"pixel_mean", "pixel_std", "mask_ratio"}   # besides any PRESETS key (architecture overrides)
+OPTIONS = {"pixel_mean", "pixel_std", "mask_ratio", "train_masks"}   # besides any PRESETS key (architecture overrides)
+TRAIN_MASKS = ("mixed", "random")
+# ``train_masks: mixed``: half the pretraining steps use one of the paper's I2I tasks at a random size instead of
+# MAE's random masking, so the original has seen contexts of every length it is evaluated on (random 75 % keeps 16
+# of 64 patches, a center hole of 1/2 keeps 48)
+PRETRAIN_TASKS = (("center", 0.25, 0.625), ("outpaint", 0.25, 0.5), ("extend_up", 0.25, 0.5),
+                  ("extend_down", 0.25, 0.5), ("extend_left", 0.25, 0.5), ("extend_right", 0.25, 0.5))
 UNLEARN_OPTIONS: set[str] = set()                     # every MAE option changes the pretrained original
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -94,6 +100,7 @@ class MaskedAutoencoderViT(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
         self.patch_size, self.grid = patch_size, img_size // patch_size
         self.mask_ratio = 0.75   # MAE random masking (pretraining, and the default masks while unlearning)
+        self.train_masks = "mixed"
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -180,6 +187,9 @@ def build(cfg: ModelConfig) -> MaskedAutoencoderViT:
     model.mask_ratio = float(opts.get("mask_ratio", 0.75))
     if not 0.0 <= model.mask_ratio < 1.0:
         raise ValueError(f"model.options.mask_ratio={model.mask_ratio} must be in [0, 1)")
+    model.train_masks = str(opts.get("train_masks", "mixed"))
+    if model.train_masks not in TRAIN_MASKS:
+        raise ValueError(f"model.options.train_masks={model.train_masks!r}; choose one of {list(TRAIN_MASKS)}")
     if cfg.checkpoint:
         load_official(model, cfg.checkpoint)
     return model
@@ -243,11 +253,24 @@ def pretrain_stages(cfg: Config) -> list:
     return [Stage("model", params, cfg.pretrain.epochs, cfg.pretrain.lr)]
 
 
+def pretrain_mask(model: MaskedAutoencoderViT, images: torch.Tensor,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """The pixel mask of one pretraining step: MAE's random masking, or (``train_masks: mixed``, every other step
+    on average) one I2I task of ``PRETRAIN_TASKS`` with a uniformly drawn size, the same for the whole batch."""
+    b, size, dev = images.shape[0], images.shape[-1], images.device
+    u = torch.rand(3, generator=generator, device=dev).tolist()
+    if model.train_masks == "random" or u[0] < 0.5:
+        return random_patch_mask(b, size, model.patch_size, model.mask_ratio, generator, dev)
+    name, lo, hi = PRETRAIN_TASKS[min(int(u[1] * len(PRETRAIN_TASKS)), len(PRETRAIN_TASKS) - 1)]
+    return task_mask(TaskConfig(name, lo + (hi - lo) * u[2]), b, size, model.patch_size, generator, dev)
+
+
 def pretrain_loss(model: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None,
                   stage: str = "model") -> torch.Tensor:
-    """MAE's own objective: per-patch MSE in normalised pixel space, averaged over the removed patches."""
+    """MAE's own objective: per-patch MSE in normalised pixel space, averaged over the removed patches (on the
+    masks of :func:`pretrain_mask`)."""
     m = getattr(model, "module", model)
-    ctx = _ctx(m, images, None, generator, m.mask_ratio)
+    ctx = _ctx(m, images, {"mask": pretrain_mask(m, images, generator)}, generator, m.mask_ratio)
     pred = model(images, ctx["ids_keep"], ctx["ids_restore"])               # [B, L, p*p*3]
     target = m.patchify(m.normalize(images))
     removed = patch_mask(ctx["mask"], m.patch_size).float()                  # [B, L]

@@ -28,4 +28,6 @@ def sample_noise(kind: str, images: torch.Tensor, mean: torch.Tensor, std: torch
         return (n * images.std() + images.mean()).clamp(0.0, 1.0)
     else:
         raise ValueError(f"unknown noise {kind!r}; valid: {NOISES}")
-    return mean.view(1, -1, 1, 1) + std.view(1, -1, 1, 1) * n
+    # the family's statistics may live on another device / dtype than the batch (CPU constants, CUDA batch)
+    mean, std = (t.to(device=images.device, dtype=images.dtype).view(1, -1, 1, 1) for t in (mean, std))
+    return mean + std * n

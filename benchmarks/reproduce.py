@@ -1,0 +1,159 @@
+"""Reproduce the README's results from an empty cache and write them as a Markdown block (the README's numbers come
+from here, with the date and the machine).
+
+    python benchmarks/reproduce.py [--families mae,mage,palette] [--seeds 0,1,2] [--splits default,5-9,evens]
+                                   [--sweep] [--out docs/results/reproduce.md] [--keep DIR]
+
+In a new temporary folder (an empty ``RAYSWEEP_CACHE`` and results folder, nothing from this machine's caches),
+it runs, as subprocesses, exactly the commands a user types:
+
+1. with ``--sweep``, first the README's first command, ``python experiments/tune_alpha.py`` (so its wall time
+   includes pretraining the original and the extractor from nothing);
+2. for every family, pretraining seed and class split, ``raysweep unlearn --config <family YAML>
+   pretrain.seed=S data.forget_classes=[..] data.retain_classes=[..]`` (a seed's first cell pretrains its original
+   from nothing; the other splits of that seed reuse it, as a user's second command would);
+
+then writes the block: machine, commands, per-cell ratios (the robustness table), the time breakdown and the
+original's completions picture (copied next to the Markdown file).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = {"mae": "experiments/configs/mae_fmnist.yaml", "mage": "experiments/configs/mage_fmnist.yaml",
+           "palette": "experiments/configs/palette_fmnist.yaml"}
+SPLITS = {"default": ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9]), "5-9": ([5, 6, 7, 8, 9], [0, 1, 2, 3, 4]),
+          "evens": ([0, 2, 4, 6, 8], [1, 3, 5, 7, 9])}
+BARS = {"mae": 1.8, "mage": 2.0, "palette": 2.0}      # forget x the README promises per family (retain <= 1.15)
+
+
+def machine() -> str:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+    return (f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.machine()}, Python "
+            f"{platform.python_version()}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+
+
+def run(cmd: list[str], env: dict, log: Path) -> tuple[float, str]:
+    """Run ``cmd`` in the checkout, streaming its output to ``log``; returns (seconds, output)."""
+    print("$ " + " ".join(cmd), flush=True)
+    t = time.perf_counter()
+    with open(log, "w") as f:
+        p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, text=True)
+    out = log.read_text()
+    if p.returncode != 0:
+        raise SystemExit(f"command failed (exit {p.returncode}), log: {log}\n{out[-3000:]}")
+    return time.perf_counter() - t, out
+
+
+def fmt_s(s: float) -> str:
+    return f"{int(s // 60)} min {int(s % 60):02d} s"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--families", default="mae")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--splits", default="default,5-9,evens")
+    ap.add_argument("--sweep", action="store_true", help="also time the README's first command from empty caches")
+    ap.add_argument("--out", default="docs/results/reproduce.md")
+    ap.add_argument("--keep", help="use this (empty or new) folder instead of a temporary one, and keep it")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides passed to every command (e.g. for a quick "
+                    "check: data.images_per_class=200)")
+    args = ap.parse_args()
+    families = args.families.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    splits = args.splits.split(",")
+    bad = [f for f in families if f not in CONFIGS] + [s for s in splits if s not in SPLITS]
+    if bad:
+        raise SystemExit(f"unknown families / splits {bad}; families: {list(CONFIGS)}, splits: {list(SPLITS)}")
+    work = Path(args.keep).resolve() if args.keep else Path(tempfile.mkdtemp(prefix="raysweep-reproduce-"))
+    if work.exists() and any(work.iterdir()):
+        raise SystemExit(f"{work} is not empty: the reproduction must start from an empty cache")
+    (work / "logs").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "RAYSWEEP_CACHE": str(work / "cache"), "PYTHONUNBUFFERED": "1"}
+    env.pop("RAYSWEEP_DATA", None)
+    common = [f"tracking.results_dir={work / 'results'}", *args.overrides]
+    started = datetime.datetime.now(datetime.timezone.utc)
+    lines = [f"Measured by `python benchmarks/reproduce.py {' '.join(sys.argv[1:])}` on "
+             f"{started:%Y-%m-%d} from an empty cache; machine: {machine()}.", ""]
+    sweep_lines: list[str] = []
+    if args.sweep:
+        secs, out = run([sys.executable, "experiments/tune_alpha.py", *common], env, work / "logs" / "sweep.log")
+        front = [ln.strip() for ln in out.splitlines() if re.match(r"\s+\S+: retain FID", ln)]
+        sweep_lines = [f"**`python experiments/tune_alpha.py`** from an empty cache: **{fmt_s(secs)}** wall "
+                       f"(pretraining, extractor, quality gate and {len(front)} trials on the front):", "", "```",
+                       *[ln for ln in out.splitlines() if "trials," in ln or re.match(r"\s+\S+: retain FID", ln)],
+                       "```", ""]
+    rows, pictures = [], []
+    for fam in families:
+        for seed in seeds:
+            for split in splits:
+                forget, retain = SPLITS[split]
+                cmd = [sys.executable, "-m", "raysweep.cli", "unlearn", "--config", CONFIGS[fam],
+                       f"pretrain.seed={seed}", f"data.forget_classes={forget}".replace(" ", ""),
+                       f"data.retain_classes={retain}".replace(" ", ""), *common]
+                secs, out = run(cmd, env, work / "logs" / f"{fam}-s{seed}-{split}.log")
+                m = re.search(r"run folder: (\S+)", out)
+                if not m:
+                    raise SystemExit(f"no run folder in the output of {' '.join(cmd)}")
+                met = json.loads((Path(m.group(1)) / "metrics.json").read_text())
+                rows.append((fam, seed, split, met, secs))
+                if split == splits[0]:
+                    pics = sorted((work / "cache" / "originals").glob(f"{fam}-*.png"), key=os.path.getmtime)
+                    if pics:
+                        pictures.append((fam, seed, pics[-1]))
+    out_path = ROOT / args.out
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    lines += sweep_lines
+    lines += ["| family | pretrain seed | forget classes | retain FID orig → unlearned | forget FID orig → unlearned "
+              "| retain × | forget × | wall | pretrain / extractor / gate / train / eval (s) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for fam, seed, split, m, secs in rows:
+        s = m.get("seconds", {})
+        parts = "/".join(f"{s.get(k, 0):.0f}" for k in ("pretrain", "extractor", "quality_gate", "train", "evaluate"))
+        lines.append(f"| {fam} | {seed} | {split} | {m['original/retain/fid']:.2f} → {m['retain/fid']:.2f} | "
+                     f"{m['original/forget/fid']:.2f} → {m['forget/fid']:.2f} | {m['retain/fid_ratio']:.2f} | "
+                     f"**{m['forget/fid_ratio']:.2f}** | {fmt_s(secs)} | {parts} |")
+    lines.append("")
+    for fam in families:
+        r = [m for f, _, _, m, _ in rows if f == fam]
+        if r:
+            fx, rx = [m["forget/fid_ratio"] for m in r], [m["retain/fid_ratio"] for m in r]
+            lines.append(f"- {fam}: {len(r)} cells, forget × {min(fx):.2f}–{max(fx):.2f} (bar {BARS[fam]}), "
+                         f"retain × {min(rx):.2f}–{max(rx):.2f} (bar 1.15); extractor {r[0]['extractor']}.")
+    lines.append("")
+    for fam, seed, pic in pictures:
+        dst = out_path.parent / f"{fam}-seed{seed}-original.png"
+        shutil.copyfile(pic, dst)
+        lines.append(f"<img src=\"{dst.name}\" height=\"300\" alt=\"{fam} original, pretrain seed {seed}: image | "
+                     "masked | completion (center 1/2, then random 75 %)\">")
+    out_path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"\nwritten to {out_path}; work folder {work}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
