@@ -90,7 +90,9 @@ def main() -> int:
     if work.exists() and any(work.iterdir()):
         raise SystemExit(f"{work} is not empty: the reproduction must start from an empty cache")
     (work / "logs").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "RAYSWEEP_CACHE": str(work / "cache"), "PYTHONUNBUFFERED": "1"}
+    # this checkout's code, also in Ray's worker processes (they inherit the environment), whatever is installed
+    env = {**os.environ, "RAYSWEEP_CACHE": str(work / "cache"), "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     env.pop("RAYSWEEP_DATA", None)
     common = [f"tracking.results_dir={work / 'results'}", *args.overrides]
     started = datetime.datetime.now(datetime.timezone.utc)

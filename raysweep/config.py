@@ -61,7 +61,7 @@ class DataConfig:
     images_per_class: int = 1000        # forget training images per forget class (official: 120 on ImageNet)
     retain_ratio: float = 1.0           # real retain images per retain class = ceil(images_per_class * ratio)
     proxy_ratio: float = 0.0            # proxy retain (classes in neither list), official `opendata_to_forget_ratio`
-    oversample: bool = True             # official rule (official-protocol §3.1): tile lists to balance the groups
+    oversample: bool = True             # official rule (docs/protocol.md §3.1): tile lists to balance the groups
     test_images_per_class: int = 200    # test images per class (reporting), forget and retain groups kept separate
     val_images_per_class: int = 100     # validation images per class (tuning, quality gate), disjoint from test
     pretrain_images_per_class: int = 0  # images per class used to pretrain the original; 0 = all

@@ -2,7 +2,7 @@
 
 ``fit`` is the loop itself, independent of Ray (the throughput benchmark runs it under plain torch DDP too);
 ``train_loop_per_worker`` is the Ray Train entry point; ``run_job`` launches a TorchTrainer for one job.
-AdamW with linear warmup then half-cycle cosine per iteration (official-protocol §1.1), grad clipping, a checkpoint
+AdamW with linear warmup then half-cycle cosine per iteration (docs/protocol.md §1.1), grad clipping, a checkpoint
 every epoch and resume from it, ``FloatingPointError`` on a non-finite loss.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The sweep: Ray Tune + Optuna (multi-objective) over the YAML ``sweep.space``, one MLflow child run per trial.
 
-Ray 2.60 runs Train V2, so ``Tuner(TorchTrainer)`` no longer works (ray-notes §1): the Tune function trainable
+Ray 2.60 runs Train V2, so ``Tuner(TorchTrainer)`` no longer works (docs/ray.md §1): the Tune function trainable
 *is* the Train driver. It builds a ``TorchTrainer`` for the trial's config and calls ``.fit()``; a
 ``TuneReportCallback`` forwards rank 0's reports to Tune (ASHA sees them), and a last ``ray.tune.report`` carries the
 final metrics (Optuna is told the trial's last result). One study per model family: each family has its own YAML
@@ -63,7 +63,7 @@ def _numeric(d: dict) -> dict[str, float]:
 
 
 def trial(params: dict, base: dict, storage: str) -> None:
-    """Tune function trainable = Train driver for one trial (ray-notes §1)."""
+    """Tune function trainable = Train driver for one trial (docs/ray.md §1)."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -125,7 +125,7 @@ def _scheduler(cfg: Config):
     if cfg.sweep.scheduler != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler
-    # ASHA takes one metric (ray-notes §2): an intermediate one that the loop reports after every epoch. Trials it
+    # ASHA takes one metric (docs/ray.md §2): an intermediate one that the loop reports after every epoch. Trials it
     # stops are told to Optuna with their last values, which biases the front toward early-stopped trials.
     s = cfg.sweep
     max_epochs = max([cfg.unlearn.epochs] + [int(v) for v in _values(s.space.get("unlearn.epochs"))])

@@ -1,4 +1,4 @@
-"""Official checkpoint layouts (official-protocol §5.3), built here key by key from the documented layout."""
+"""Official checkpoint layouts (docs/protocol.md §5.3), built here key by key from the documented layout."""
 import pickle
 
 import pytest

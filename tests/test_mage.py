@@ -1,4 +1,4 @@
-"""MAGE / VQ-GAN family: official key layouts (official-protocol §5.1), masks, MaskGIT decoding, tied vs untied
+"""MAGE / VQ-GAN family: official key layouts (docs/protocol.md §5.1), masks, MaskGIT decoding, tied vs untied
 decoder under unlearning."""
 import copy
 

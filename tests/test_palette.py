@@ -1,4 +1,4 @@
-"""Palette family: the 16_Network.pth layout (official-protocol §5.2), the App. C.25 forget input, samplers."""
+"""Palette family: the 16_Network.pth layout (docs/protocol.md §5.2), the App. C.25 forget input, samplers."""
 import copy
 
 import pytest

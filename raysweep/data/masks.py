@@ -1,4 +1,4 @@
-"""The paper's image-to-image tasks T(x) as mask builders (paper §4, official-protocol §4.1).
+"""The paper's image-to-image tasks T(x) as mask builders (paper §4, docs/protocol.md §4.1).
 
 A mask is a bool tensor ``[B, H, W]``, True where pixels are removed (the model must generate them). Sizes are
 ratios of the image side, so a task carries across resolutions: ``center`` 0.25 / 0.5 are the paper's 4x4 / 8x8

@@ -93,7 +93,7 @@ def proxy_classes(cfg: DataConfig, num_classes: int) -> list[int]:
 
 
 def unlearn_split(labels: torch.Tensor, cfg: DataConfig, num_classes: int) -> UnlearnSplit:
-    """The unlearning training set (official-protocol §3.1)."""
+    """The unlearning training set (docs/protocol.md §3.1)."""
     g = torch.Generator().manual_seed(cfg.seed)
     ipc = cfg.images_per_class
     forget = _per_class(labels, cfg.forget_classes, ipc, cfg, "forget")

@@ -48,7 +48,7 @@ def fid_is(generated: torch.Tensor, reference: torch.Tensor, extractor: Extracto
     from raysweep.paths import cache_dir
     tf = _fidelity()
     # only the fixed reference set is cached, under a name with the images' and the extractor's content hashes
-    # (metrics-notes: a reused cache name silently returns stale statistics)
+    # (a reused cache name silently returns stale statistics)
     ref_hash = hashlib.sha256(reference.numpy().tobytes()).hexdigest()[:16]
     safe_label = "".join(c if c.isalnum() or c in "-_." else "-" for c in extractor.label)
     kwargs = dict(input1=_U8(generated), input2=_U8(reference), fid=True, isc=True, cuda=cuda,

@@ -1,4 +1,4 @@
-"""Model families and the protocol through which the loop, losses, sweep and metrics use them (design.md §4).
+"""Model families and the protocol through which the loop, losses, sweep and metrics use them .
 
 A family is a module exposing the functions of :class:`ModelFamily`. ``ctx`` carries the randomness of an
 ``encode`` call (token masks for MAE/MAGE; timestep, noise and hole mask for Palette) so that the frozen teacher

@@ -1,5 +1,5 @@
 """Loading checkpoints safely: ``torch.load(weights_only=True)``, strict key and shape checks, and messages that
-say where official files come from (official-protocol §5)."""
+say where official files come from (docs/protocol.md §5)."""
 from __future__ import annotations
 
 import hashlib

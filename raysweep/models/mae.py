@@ -1,7 +1,7 @@
 """MAE family (He et al., 2022), laid out exactly as facebookresearch/mae ``models_mae.py`` so that the official
-``mae_visualize_vit_base.pth`` loads strictly (official-protocol §5.3), built on timm's ViT blocks.
+``mae_visualize_vit_base.pth`` loads strictly (docs/protocol.md §5.3), built on timm's ViT blocks.
 
-Encoder (what unlearning trains, official-protocol §1.3): patch_embed, cls_token, blocks, norm; ``pos_embed`` is a
+Encoder (what unlearning trains, docs/protocol.md §1.3): patch_embed, cls_token, blocks, norm; ``pos_embed`` is a
 fixed sin-cos table. Decoder (frozen): decoder_embed, mask_token, decoder_blocks, decoder_norm, decoder_pred.
 The latent compared by Eq. 10 is the ``norm`` output over [cls + kept patches]; ``ctx`` holds the kept-patch ids so
 the teacher encodes the same patches.

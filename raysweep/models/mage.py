@@ -1,8 +1,8 @@
 """MAGE family (Li et al., 2023): a frozen VQ-GAN tokenizer, a masked-token ViT encoder and decoder whose output
 layer is tied to the encoder's word embeddings, laid out as ``models_mage.py`` of LTH14/mage and
-jpmorganchase/i2i_mage so that ``mage-vitb-1600.pth`` loads strictly (official-protocol §5.1).
+jpmorganchase/i2i_mage so that ``mage-vitb-1600.pth`` loads strictly (docs/protocol.md §5.1).
 
-- **Encoder** (what unlearning trains, official-protocol §1.1): ``token_emb`` (BERT embeddings: word + position +
+- **Encoder** (what unlearning trains, docs/protocol.md §1.1): ``token_emb`` (BERT embeddings: word + position +
   LayerNorm), ``blocks``, ``norm``. The latent compared by Eq. 10 is the ``norm`` output over the kept (not
   dropped) tokens, ``[B, 1+K, D]``; ``ctx`` holds the drop / mask positions so that the teacher uses the same ones,
   and the teacher tokenizes its own input (the noise image for forget rows) with the same frozen VQ-GAN.

@@ -1,6 +1,6 @@
 """Palette family (Saharia et al., 2022): conditional diffusion for inpainting with the guided-diffusion UNet,
 laid out as Palette's ``Network`` (``denoise_fn`` + the noise-schedule buffers) so that ``16_Network.pth`` loads
-strictly (official-protocol §5.2).
+strictly (docs/protocol.md §5.2).
 
 - Training (pretraining the original, Palette's objective): t ~ U{1..T-1}, a continuous noise level
   gamma ~ U(gamma_{t-1}, gamma_t), x~ = sqrt(gamma) y0 + sqrt(1-gamma) eps; the UNet sees

@@ -1,6 +1,6 @@
 """The guided-diffusion UNet of Palette (``models/guided_diffusion_modules/unet.py`` of Janspiry/Palette and
 jpmorganchase/i2i_Palette), with the same module names so that ``16_Network.pth`` loads strictly
-(official-protocol §5.2): ``cond_embed`` (MLP on the sinusoidal embedding of the noise level gamma),
+(docs/protocol.md §5.2): ``cond_embed`` (MLP on the sinusoidal embedding of the noise level gamma),
 ``input_blocks`` (first conv, ResBlocks, down-ResBlocks), ``middle_block`` (ResBlock, attention, ResBlock),
 ``output_blocks``, ``out``. Scale-shift norm and resblock up/down as in the Places2 config; attention only where
 ``attn_res`` says (the official config ends up with attention in the middle block only).

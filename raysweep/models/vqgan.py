@@ -1,5 +1,5 @@
 """The VQ-GAN tokenizer of MAGE, laid out as the JAX "strongaug" port that the official code loads
-(``vqgan_jax_strongaug.ckpt``, official-protocol §5.1): taming-transformers' Encoder / Decoder without attention,
+(``vqgan_jax_strongaug.ckpt``, docs/protocol.md §5.1): taming-transformers' Encoder / Decoder without attention,
 bias-free 3x3 convolutions in the residual blocks, average-pool downsampling, no quant_conv / post_quant_conv,
 and a plain nearest-neighbour codebook ``quantize.embedding``. Images go in and come out in [0, 1].
 

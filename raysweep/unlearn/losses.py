@@ -21,7 +21,7 @@ def ours(student: torch.Tensor, target: torch.Tensor, is_forget: torch.Tensor, a
 
     form="l2" (paper, default): mean over the group's samples of the L2 distance ||E - E0||_2, so each term is
     independent of the batch's group mix (Algorithm 1 samples retain and forget in equal numbers).
-    form="mse" (official code, official-protocol §1.1/§6.1): per-sample mean of squares, weighted 2 for its own
+    form="mse" (official code, docs/protocol.md §1.1/§6.1): per-sample mean of squares, weighted 2 for its own
     group and divided by the full batch size.
     """
     sq = _per_sample_sq(student, target)

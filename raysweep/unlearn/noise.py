@@ -17,7 +17,7 @@ def sample_noise(kind: str, images: torch.Tensor, mean: torch.Tensor, std: torch
 
     gaussian: n ~ N(0, I) (Eq. 10, Sigma = I; the paper's default); uniform: n ~ U[-1, 1] (App. E, Fig. E.20);
     batch_stats: the official MAGE code's clamp(randn * std(x) + mean(x), 0, 1) with scalar batch statistics of the
-    [0, 1] pixels (official-protocol §1.1) - already in pixel space.
+    [0, 1] pixels (docs/protocol.md §1.1) - already in pixel space.
     """
     if kind == "gaussian":
         n = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
