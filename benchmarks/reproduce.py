@@ -16,6 +16,7 @@ it runs, as subprocesses, exactly the commands a user types:
 then writes the block: machine, commands, per-cell ratios (the robustness table), the time breakdown and the
 original's completions picture (copied next to the Markdown file).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,11 +33,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {"mae": "experiments/configs/mae_fmnist.yaml", "mage": "experiments/configs/mage_fmnist.yaml",
-           "palette": "experiments/configs/palette_fmnist.yaml"}
-SPLITS = {"default": ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9]), "5-9": ([5, 6, 7, 8, 9], [0, 1, 2, 3, 4]),
-          "evens": ([0, 2, 4, 6, 8], [1, 3, 5, 7, 9])}
-BARS = {"mae": 1.8, "mage": 2.0, "palette": 2.0}      # forget x the README promises per family (retain <= 1.15)
+CONFIGS = {
+    "mae": "experiments/configs/mae_fmnist.yaml",
+    "mage": "experiments/configs/mage_fmnist.yaml",
+    "palette": "experiments/configs/palette_fmnist.yaml",
+}
+SPLITS = {
+    "default": ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9]),
+    "5-9": ([5, 6, 7, 8, 9], [0, 1, 2, 3, 4]),
+    "evens": ([0, 2, 4, 6, 8], [1, 3, 5, 7, 9]),
+}
+BARS = {"mae": 1.8, "mage": 2.0, "palette": 2.0}  # forget x the README promises per family (retain <= 1.15)
 
 
 def machine() -> str:
@@ -49,8 +56,11 @@ def machine() -> str:
     except OSError:
         pass
     import torch
-    return (f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.machine()}, Python "
-            f"{platform.python_version()}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.machine()}, Python "
+        f"{platform.python_version()}, torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
 
 
 def run(cmd: list[str], env: dict, log: Path) -> tuple[float, str]:
@@ -77,8 +87,11 @@ def main() -> int:
     ap.add_argument("--sweep", action="store_true", help="also time the README's first command from empty caches")
     ap.add_argument("--out", default="docs/results/reproduce.md")
     ap.add_argument("--keep", help="use this (empty or new) folder instead of a temporary one, and keep it")
-    ap.add_argument("overrides", nargs="*", help="key=value overrides passed to every command (e.g. for a quick "
-                    "check: data.images_per_class=200)")
+    ap.add_argument(
+        "overrides",
+        nargs="*",
+        help="key=value overrides passed to every command (e.g. for a quick check: data.images_per_class=200)",
+    )
     args = ap.parse_args()
     families = args.families.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -91,29 +104,50 @@ def main() -> int:
         raise SystemExit(f"{work} is not empty: the reproduction must start from an empty cache")
     (work / "logs").mkdir(parents=True, exist_ok=True)
     # this checkout's code, also in Ray's worker processes (they inherit the environment), whatever is installed
-    env = {**os.environ, "RAYSWEEP_CACHE": str(work / "cache"), "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = {
+        **os.environ,
+        "RAYSWEEP_CACHE": str(work / "cache"),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
     env.pop("RAYSWEEP_DATA", None)
     common = [f"tracking.results_dir={work / 'results'}", *args.overrides]
     started = datetime.datetime.now(datetime.timezone.utc)
-    lines = [f"Measured by `python benchmarks/reproduce.py {' '.join(sys.argv[1:])}` on "
-             f"{started:%Y-%m-%d} from an empty cache; machine: {machine()}.", ""]
+    lines = [
+        f"Measured by `python benchmarks/reproduce.py {' '.join(sys.argv[1:])}` on "
+        f"{started:%Y-%m-%d} from an empty cache; machine: {machine()}.",
+        "",
+    ]
     sweep_lines: list[str] = []
     if args.sweep:
         secs, out = run([sys.executable, "experiments/tune_alpha.py", *common], env, work / "logs" / "sweep.log")
         front = [ln.strip() for ln in out.splitlines() if re.match(r"\s+\S+: retain FID", ln)]
-        sweep_lines = [f"**`python experiments/tune_alpha.py`** from an empty cache: **{fmt_s(secs)}** wall "
-                       f"(pretraining, extractor, quality gate and {len(front)} trials on the front):", "", "```",
-                       *[ln for ln in out.splitlines() if "trials," in ln or re.match(r"\s+\S+: retain FID", ln)],
-                       "```", ""]
+        sweep_lines = [
+            f"**`python experiments/tune_alpha.py`** from an empty cache: **{fmt_s(secs)}** wall "
+            f"(pretraining, extractor, quality gate and {len(front)} trials on the front):",
+            "",
+            "```",
+            *[ln for ln in out.splitlines() if "trials," in ln or re.match(r"\s+\S+: retain FID", ln)],
+            "```",
+            "",
+        ]
     rows, pictures = [], []
     for fam in families:
         for seed in seeds:
             for split in splits:
                 forget, retain = SPLITS[split]
-                cmd = [sys.executable, "-m", "raysweep.cli", "unlearn", "--config", CONFIGS[fam],
-                       f"pretrain.seed={seed}", f"data.forget_classes={forget}".replace(" ", ""),
-                       f"data.retain_classes={retain}".replace(" ", ""), *common]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "raysweep.cli",
+                    "unlearn",
+                    "--config",
+                    CONFIGS[fam],
+                    f"pretrain.seed={seed}",
+                    f"data.forget_classes={forget}".replace(" ", ""),
+                    f"data.retain_classes={retain}".replace(" ", ""),
+                    *common,
+                ]
                 secs, out = run(cmd, env, work / "logs" / f"{fam}-s{seed}-{split}.log")
                 m = re.search(r"run folder: (\S+)", out)
                 if not m:
@@ -127,28 +161,36 @@ def main() -> int:
     out_path = ROOT / args.out
     out_path.parent.mkdir(parents=True, exist_ok=True)
     lines += sweep_lines
-    lines += ["| family | pretrain seed | forget classes | retain FID orig → unlearned | forget FID orig → unlearned "
-              "| retain × | forget × | wall | pretrain / extractor / gate / train / eval (s) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| family | pretrain seed | forget classes | retain FID orig → unlearned | forget FID orig → unlearned "
+        "| retain × | forget × | wall | pretrain / extractor / gate / train / eval (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for fam, seed, split, m, secs in rows:
         s = m.get("seconds", {})
         parts = "/".join(f"{s.get(k, 0):.0f}" for k in ("pretrain", "extractor", "quality_gate", "train", "evaluate"))
-        lines.append(f"| {fam} | {seed} | {split} | {m['original/retain/fid']:.2f} → {m['retain/fid']:.2f} | "
-                     f"{m['original/forget/fid']:.2f} → {m['forget/fid']:.2f} | {m['retain/fid_ratio']:.2f} | "
-                     f"**{m['forget/fid_ratio']:.2f}** | {fmt_s(secs)} | {parts} |")
+        lines.append(
+            f"| {fam} | {seed} | {split} | {m['original/retain/fid']:.2f} → {m['retain/fid']:.2f} | "
+            f"{m['original/forget/fid']:.2f} → {m['forget/fid']:.2f} | {m['retain/fid_ratio']:.2f} | "
+            f"**{m['forget/fid_ratio']:.2f}** | {fmt_s(secs)} | {parts} |"
+        )
     lines.append("")
     for fam in families:
         r = [m for f, _, _, m, _ in rows if f == fam]
         if r:
             fx, rx = [m["forget/fid_ratio"] for m in r], [m["retain/fid_ratio"] for m in r]
-            lines.append(f"- {fam}: {len(r)} cells, forget × {min(fx):.2f}–{max(fx):.2f} (bar {BARS[fam]}), "
-                         f"retain × {min(rx):.2f}–{max(rx):.2f} (bar 1.15); extractor {r[0]['extractor']}.")
+            lines.append(
+                f"- {fam}: {len(r)} cells, forget × {min(fx):.2f}–{max(fx):.2f} (bar {BARS[fam]}), "
+                f"retain × {min(rx):.2f}–{max(rx):.2f} (bar 1.15); extractor {r[0]['extractor']}."
+            )
     lines.append("")
     for fam, seed, pic in pictures:
         dst = out_path.parent / f"{fam}-seed{seed}-original.png"
         shutil.copyfile(pic, dst)
-        lines.append(f"<img src=\"{dst.name}\" height=\"300\" alt=\"{fam} original, pretrain seed {seed}: image | "
-                     "masked | completion (center 1/2, then random 75 %)\">")
+        lines.append(
+            f'<img src="{dst.name}" height="300" alt="{fam} original, pretrain seed {seed}: image | '
+            'masked | completion (center 1/2, then random 75 %)">'
+        )
     out_path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"\nwritten to {out_path}; work folder {work}")

@@ -11,6 +11,7 @@ side in one run, and their ratios. Run from a source checkout:
 ``--unlearned`` also samples an unlearned model with both samplers and prints its FID ratios to the original's,
 so the forgetting effect measured with the fast sampler can be checked against full DDPM on the same images.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     original, ext_path = ensure_original(cfg), ensure_extractor(cfg)
     ext = resolve_extractor(cfg.eval.extractor, str(ext_path), extractor_label(cfg))
     groups = {g: x[: args.images] for g, x in eval_groups(cfg).items()}
+
     def score(model: torch.nn.Module, task) -> tuple[float, dict[str, float]]:
         """Seconds per image and FID per group of ``model``'s completions."""
         t0, fids = time.perf_counter(), {}
@@ -57,18 +59,26 @@ def main(argv: list[str] | None = None) -> int:
         if args.unlearned:
             model.load_state_dict(read_state_dict(args.unlearned, key="model"))
             unlearned[family.generation(model)] = score(model, c.eval.task)[1]
-    print(f"Palette sampling, {cfg.model.preset}, task {cfg.eval.task.name}:{cfg.eval.task.ratio}, "
-          f"{args.images} retain + {args.images} forget images, extractor {ext.label}")
+    print(
+        f"Palette sampling, {cfg.model.preset}, task {cfg.eval.task.name}:{cfg.eval.task.ratio}, "
+        f"{args.images} retain + {args.images} forget images, extractor {ext.label}"
+    )
     for name, r in rows.items():
-        print(f"  {name:>10}: {r['s_per_image']:8.3f} s/image   retain FID {r['retain']:7.2f}   "
-              f"forget FID {r['forget']:7.2f}")
+        print(
+            f"  {name:>10}: {r['s_per_image']:8.3f} s/image   retain FID {r['retain']:7.2f}   "
+            f"forget FID {r['forget']:7.2f}"
+        )
     (a, ra), (b, rb) = rows.items()
-    print(f"  speed-up {a} vs {b}: x{rb['s_per_image'] / ra['s_per_image']:.1f}   FID ratio {a}/{b}: "
-          f"retain {ra['retain'] / rb['retain']:.2f}, forget {ra['forget'] / rb['forget']:.2f}")
+    print(
+        f"  speed-up {a} vs {b}: x{rb['s_per_image'] / ra['s_per_image']:.1f}   FID ratio {a}/{b}: "
+        f"retain {ra['retain'] / rb['retain']:.2f}, forget {ra['forget'] / rb['forget']:.2f}"
+    )
     for name, f in unlearned.items():
         o = rows[name]
-        print(f"  unlearned, {name:>10}: retain FID {f['retain']:7.2f} (x{f['retain'] / o['retain']:.2f})   "
-              f"forget FID {f['forget']:7.2f} (x{f['forget'] / o['forget']:.2f})")
+        print(
+            f"  unlearned, {name:>10}: retain FID {f['retain']:7.2f} (x{f['retain'] / o['retain']:.2f})   "
+            f"forget FID {f['forget']:7.2f} (x{f['forget'] / o['forget']:.2f})"
+        )
     return 0
 
 

@@ -5,6 +5,7 @@ original model's forget FID, and 1.05 x the worst retain FID seen in either swee
 
     python benchmarks/sweep_asha.py [--config PATH] [key=value ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,11 +34,15 @@ def main() -> int:
         return 1
     orig_forget = pts[0].extra.get("original/forget/fid", min(q.forget_fid for q in pts))
     ref_retain = 1.05 * max(q.retain_fid for q in pts)
-    print(f"equal budget: {base.sweep.num_samples} trials each; reference point retain FID {ref_retain:.2f}, "
-          f"forget FID {orig_forget:.2f}")
+    print(
+        f"equal budget: {base.sweep.num_samples} trials each; reference point retain FID {ref_retain:.2f}, "
+        f"forget FID {orig_forget:.2f}"
+    )
     for sched, (wall, r) in results.items():
         hv = hypervolume(pareto_front(r.points), ref_retain, orig_forget)
-        print(f"  {sched:>4}: wall {wall:7.1f} s   trials {len(r.points)}   front {len(r.front)}   hypervolume {hv:9.2f}")
+        print(
+            f"  {sched:>4}: wall {wall:7.1f} s   trials {len(r.points)}   front {len(r.front)}   hypervolume {hv:9.2f}"
+        )
     (tn, rn), (ta, ra) = results["none"], results["asha"]
     hvn = hypervolume(pareto_front(rn.points), ref_retain, orig_forget)
     hva = hypervolume(pareto_front(ra.points), ref_retain, orig_forget)

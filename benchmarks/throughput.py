@@ -5,6 +5,7 @@ worker processes and threads per worker (Ray gives a 0.5-CPU worker OMP_NUM_THRE
 thread too), measure steady-state images/s after a warm-up inside the loop, and print the ratio from one run.
 Run: ``raysweep bench [--config PATH] [--steps N] [key=value ...]``.
 """
+
 from __future__ import annotations
 
 import os
@@ -63,21 +64,34 @@ def _free_port() -> int:
 def plain(cfg: Config, original: str, steps: int) -> float:
     with mp.Manager() as m:
         out = m.dict()
-        mp.spawn(_plain_worker, args=(cfg.resources.num_workers, _free_port(), cfg.to_dict(), original, steps, out),
-                 nprocs=cfg.resources.num_workers, join=True)
+        mp.spawn(
+            _plain_worker,
+            args=(cfg.resources.num_workers, _free_port(), cfg.to_dict(), original, steps, out),
+            nprocs=cfg.resources.num_workers,
+            join=True,
+        )
         return float(out["img_per_s"])
 
 
 def ray_train(cfg: Config, original: str, steps: int, storage: str) -> float:
-    res = run_job(cfg, "unlearn", storage, "bench", original=original, run_dir=storage, extractor=None,
-                  extractor_label="", bench_steps={"warmup": WARMUP, "steps": steps})
+    res = run_job(
+        cfg,
+        "unlearn",
+        storage,
+        "bench",
+        original=original,
+        run_dir=storage,
+        extractor=None,
+        extractor_label="",
+        bench_steps={"warmup": WARMUP, "steps": steps},
+    )
     return float(res["img_per_s"])
 
 
 def main(cfg: Config, steps: int = 60) -> int:
-    cfg = cfg.replace(**{"resources.use_gpu": "false", "unlearn.epochs": 100})   # epochs: never the limit
+    cfg = cfg.replace(**{"resources.use_gpu": "false", "unlearn.epochs": 100})  # epochs: never the limit
     with tempfile.TemporaryDirectory() as tmp:
-        original = os.path.join(tmp, "original.pt")   # throughput does not depend on the weights
+        original = os.path.join(tmp, "original.pt")  # throughput does not depend on the weights
         save_atomic({"model": get_family(cfg.model.family).build(cfg.model).state_dict()}, original)
         t = time.perf_counter()
         p = plain(cfg, original, steps)
@@ -86,8 +100,10 @@ def main(cfg: Config, steps: int = 60) -> int:
         r = ray_train(cfg, original, steps, tmp)
         t_ray = time.perf_counter() - t
     w = cfg.resources.num_workers
-    print(f"unlearning step, {cfg.model.family}/{cfg.model.preset}, {w} workers x batch {cfg.unlearn.batch_size}, "
-          f"{steps} timed steps after {WARMUP} warm-up")
+    print(
+        f"unlearning step, {cfg.model.family}/{cfg.model.preset}, {w} workers x batch {cfg.unlearn.batch_size}, "
+        f"{steps} timed steps after {WARMUP} warm-up"
+    )
     print(f"  plain PyTorch DDP : {p:8.1f} img/s   (wall incl. start-up {t_plain:5.1f} s)")
     print(f"  Ray Train         : {r:8.1f} img/s   (wall incl. start-up {t_ray:5.1f} s)")
     print(f"  ratio Ray/plain   : {r / p:8.3f}     (overhead {100 * (1 - r / p):+.1f}%, target <= 10%)")

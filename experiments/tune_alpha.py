@@ -3,33 +3,42 @@ FID up); every trial is an MLflow child run, the trade-off frontier is a plot an
 
     python experiments/tune_alpha.py [--config PATH ...] [key=value ...] [--smoke-test] [--resume]
 
---config once per model family, e.g. --config experiments/configs/mae_fmnist.yaml
---config experiments/configs/mage_fmnist.yaml (one study per family).
+--config once per model family (a YAML path or a packaged config's name), e.g. --config mae_fmnist
+--config mage_fmnist (one study per family).
 """
+
 import argparse
 import logging
 
-from raysweep.config import SMOKE_TEST, load_config
+from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, load_config
 from raysweep.tune import run_sweep
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-p.add_argument("--config", action="append", help="YAML config, once per model family "
-               "(default: experiments/configs/mae_fmnist.yaml)")
+p.add_argument(
+    "--config",
+    action="append",
+    help="YAML config or packaged config name, once per model family "
+    f"(default: {DEFAULT_CONFIG}, the embedded default)",
+)
 p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. sweep.num_samples=16")
 p.add_argument("--smoke-test", action="store_true", help="2 tiny trials: checks the whole sweep in minutes")
 p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same config")
 args = p.parse_args()
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-for path in args.config or ["experiments/configs/mae_fmnist.yaml"]:      # one study per family
+for path in args.config or [DEFAULT_CONFIG]:  # one study per family
     cfg = load_config(path, args.overrides)
     if args.smoke_test:
         cfg = cfg.replace(**SMOKE_TEST, smoke_test=True)
     res = run_sweep(cfg, resume=args.resume)
     o = res.points[0].extra if res.points else {}
-    print(f"\n{res.name}: {len(res.points)} trials, {len(res.front)} on the front; original model: retain FID "
-          f"{o.get('original/retain/fid', float('nan')):.2f}, forget FID {o.get('original/forget/fid', float('nan')):.2f}")
+    print(
+        f"\n{res.name}: {len(res.points)} trials, {len(res.front)} on the front; original model: retain FID "
+        f"{o.get('original/retain/fid', float('nan')):.2f}, forget FID {o.get('original/forget/fid', float('nan')):.2f}"
+    )
     for q in res.front:
-        print(f"  {q.trial}: retain FID {q.retain_fid:.2f} (x{q.retain_fid / o['original/retain/fid']:.2f})  forget FID "
-              f"{q.forget_fid:.2f} (x{q.forget_fid / o['original/forget/fid']:.2f})  {q.params}")
+        print(
+            f"  {q.trial}: retain FID {q.retain_fid:.2f} (x{q.retain_fid / o['original/retain/fid']:.2f})  forget FID "
+            f"{q.forget_fid:.2f} (x{q.forget_fid / o['original/forget/fid']:.2f})  {q.params}"
+        )
     print(f"frontier plot: {res.files[1]}\nfrontier CSV:  {res.files[0]}")
     print(f"MLflow UI:     mlflow ui --backend-store-uri {res.tracking_uri} --host 127.0.0.1   (or: raysweep ui)")

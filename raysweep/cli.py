@@ -3,15 +3,14 @@
 Every command takes a config path, ``key=value`` dotted overrides and ``--smoke-test``; no hyperparameter has a
 flag of its own.
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 
-from raysweep.config import SMOKE_TEST, Config, ConfigError, load_config
-
-DEFAULT_CONFIG = "experiments/configs/mae_fmnist.yaml"
+from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, Config, ConfigError, load_config, packaged_configs
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -23,21 +22,28 @@ def _config(args: argparse.Namespace) -> Config:
 
 def format_table(m: dict) -> str:
     """Original vs unlearned, retain / forget FID and IS, as a fixed-width table."""
-    cols = [("retain/fid", "retain FID (lower=better)"), ("forget/fid", "forget FID (higher=forgot)"),
-            ("retain/is", "retain IS"), ("forget/is", "forget IS")]
+    cols = [
+        ("retain/fid", "retain FID (lower=better)"),
+        ("forget/fid", "forget FID (higher=forgot)"),
+        ("retain/is", "retain IS"),
+        ("forget/is", "forget IS"),
+    ]
     w = max(len(c[1]) for c in cols)
     lines = [f"{'':<11}" + "".join(f"{name:>{w + 2}}" for _, name in cols)]
     for label, prefix in (("original", "original/"), ("unlearned", "")):
         lines.append(f"{label:<11}" + "".join(f"{m[prefix + k]:>{w + 2}.2f}" for k, _ in cols))
     lines.append(f"{'ratio':<11}" + "".join(f"{m[k] / m['original/' + k]:>{w + 1}.2f}x" for k, _ in cols))
-    lines.append(f"extractor: {m.get('extractor')}   task: {m.get('task')}   generation: {m.get('generation')}   "
-                 f"images per group: {m.get('eval_images_per_group')}")
+    lines.append(
+        f"extractor: {m.get('extractor')}   task: {m.get('task')}   generation: {m.get('generation')}   "
+        f"images per group: {m.get('eval_images_per_group')}"
+    )
     return "\n".join(lines)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from raysweep.pretrain import ensure_models
     from raysweep.quality import summary
+
     cfg = _config(args)
     models = ensure_models(cfg)
     orig = models.original
@@ -51,6 +57,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
     from raysweep.runner import unlearn
+
     cfg = _config(args)
     run_dir, metrics = unlearn(cfg)
     print(format_table(metrics))
@@ -60,6 +67,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from raysweep.tune import run_sweep
+
     res = run_sweep(_config(args), resume=args.resume)
     print(f"{res.name}: {len(res.points)} trials, {len(res.front)} on the front; plot {res.files[1]}")
     return 0
@@ -72,22 +80,37 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     from raysweep.frontier import Point, plot, write_csv
     from raysweep.paths import results_dir
     from raysweep.tracking import child_runs, tracking_uri
+
     cfg = _config(args)
     sweep = Path(args.sweep).name if args.sweep else None
     uri = tracking_uri(cfg)
     _, runs = child_runs(uri, args.experiment or cfg.tracking.experiment, sweep)
-    pts = [Point(r["trial"], r["metrics"]["retain/fid"], r["metrics"]["forget/fid"],
-                 {k: v for k, v in r["params"].items() if k in ("unlearn.noise", "model.family")
-                  or k.startswith(("unlearn.alpha", "unlearn.lr", "unlearn.epochs"))},
-                 {k: v for k, v in r["metrics"].items() if k.startswith("original/")})
-           for r in runs if "retain/fid" in r["metrics"] and "forget/fid" in r["metrics"]]
+    pts = [
+        Point(
+            r["trial"],
+            r["metrics"]["retain/fid"],
+            r["metrics"]["forget/fid"],
+            {
+                k: v
+                for k, v in r["params"].items()
+                if k in ("unlearn.noise", "model.family")
+                or k.startswith(("unlearn.alpha", "unlearn.lr", "unlearn.epochs"))
+            },
+            {k: v for k, v in r["metrics"].items() if k.startswith("original/")},
+        )
+        for r in runs
+        if "retain/fid" in r["metrics"] and "forget/fid" in r["metrics"]
+    ]
     if not pts:
         print("raysweep: the sweep has no finished trial with retain/fid and forget/fid", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else results_dir(cfg.tracking.results_dir) / "frontier"
     out.mkdir(parents=True, exist_ok=True)
-    orig = (pts[0].extra["original/retain/fid"], pts[0].extra["original/forget/fid"]) \
-        if "original/retain/fid" in pts[0].extra else None
+    orig = (
+        (pts[0].extra["original/retain/fid"], pts[0].extra["original/forget/fid"])
+        if "original/retain/fid" in pts[0].extra
+        else None
+    )
     csv_path, png = write_csv(pts, out / "frontier.csv"), plot(pts, out / "frontier.png", original=orig)
     print(f"{len(pts)} trials -> {csv_path}, {png}")
     return 0
@@ -95,33 +118,46 @@ def cmd_frontier(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     from raysweep.tracking import serve_ui, tracking_uri
+
     return serve_ui(tracking_uri(_config(args)), host=args.host, port=args.port)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmarks live in the source checkout's ``benchmarks/`` (not in the installed package)."""
     from pathlib import Path
+
     root = Path(__file__).resolve().parents[1]
     if not (root / "benchmarks" / "throughput.py").is_file():
-        print(f"raysweep: {root / 'benchmarks'} not found; `raysweep bench` runs from a source checkout "
-              "(pip install -e .)", file=sys.stderr)
+        print(
+            f"raysweep: {root / 'benchmarks'} not found; `raysweep bench` runs from a source checkout "
+            "(pip install -e .)",
+            file=sys.stderr,
+        )
         return 2
-    sys.path.insert(0, str(root))             # spawned benchmark workers inherit sys.path
+    sys.path.insert(0, str(root))  # spawned benchmark workers inherit sys.path
     from benchmarks.throughput import main as bench_main
+
     return bench_main(_config(args), steps=args.steps)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raysweep", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name, fn, help_ in (("pretrain", cmd_pretrain, "train and cache the original model and the extractor"),
-                            ("unlearn", cmd_unlearn, "unlearn the forget classes and print the trade-off"),
-                            ("sweep", cmd_sweep, "Ray Tune + Optuna search of the YAML sweep block, MLflow runs"),
-                            ("frontier", cmd_frontier, "rebuild a sweep's frontier CSV and plot from MLflow"),
-                            ("ui", cmd_ui, "MLflow UI on the sweep store (127.0.0.1 unless --host)"),
-                            ("bench", cmd_bench, "throughput of the unlearning step: plain PyTorch vs Ray Train")):
+    for name, fn, help_ in (
+        ("pretrain", cmd_pretrain, "train and cache the original model and the extractor"),
+        ("unlearn", cmd_unlearn, "unlearn the forget classes and print the trade-off"),
+        ("sweep", cmd_sweep, "Ray Tune + Optuna search of the YAML sweep block, MLflow runs"),
+        ("frontier", cmd_frontier, "rebuild a sweep's frontier CSV and plot from MLflow"),
+        ("ui", cmd_ui, "MLflow UI on the sweep store (127.0.0.1 unless --host)"),
+        ("bench", cmd_bench, "throughput of the unlearning step: plain PyTorch vs Ray Train"),
+    ):
         s = sub.add_parser(name, help=help_)
-        s.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default: {DEFAULT_CONFIG})")
+        s.add_argument(
+            "--config",
+            default=DEFAULT_CONFIG,
+            help=f"YAML config path or packaged config name {packaged_configs()} (default: {DEFAULT_CONFIG}, "
+            "the embedded default)",
+        )
         s.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. unlearn.alpha=0.5")
         s.add_argument("--smoke-test", action="store_true", help="tiny sizes: checks the pipeline in minutes")
         if name == "bench":
@@ -153,8 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         from raysweep.data.splits import EmptySplitError
         from raysweep.models.checkpoints import CheckpointError
         from raysweep.quality import OriginalQualityError
-        if isinstance(e, (DatasetNotFoundError, EmptySplitError, CheckpointError, OriginalQualityError)) \
-                or type(e) is ValueError:
+
+        if (
+            isinstance(e, (DatasetNotFoundError, EmptySplitError, CheckpointError, OriginalQualityError))
+            or type(e) is ValueError
+        ):
             print(f"raysweep: {type(e).__name__}: {e}", file=sys.stderr)
             return 2
         raise

@@ -5,17 +5,27 @@ A setting has the same dotted name everywhere: in YAML (``unlearn.alpha``), on t
 keys (listing the valid ones) and checks ranges and enums, once; workers rebuild a ``Config`` from
 ``cfg.to_dict()`` and never index raw dicts after that.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence, get_args, get_origin, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
+
+# The valid names of the enum-like settings live here, with the config, so that validating a config imports no
+# model, data or loss module (and no torch). Each owning module checks it implements exactly these
+# (tests/test_config.py::test_config_names_match_their_implementations).
+FAMILY_NAMES = ("mae", "mage", "palette")  # raysweep.models.FAMILIES
+TASKS = ("center", "outpaint", "extend_up", "extend_down", "extend_left", "extend_right", "random")  # data.masks
+METHOD_NAMES = ("ours",)  # raysweep.unlearn.losses.METHODS
+NOISE_NAMES = ("gaussian", "uniform", "batch_stats")  # raysweep.unlearn.noise
 
 
 class ConfigError(ValueError):
@@ -27,8 +37,9 @@ def _check_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
         raise ConfigError(f"{key}={value!r} is not valid; choose one of {list(choices)}")
 
 
-def _check_range(key: str, value: float, lo: float | None = None, hi: float | None = None,
-                 lo_open: bool = False) -> None:
+def _check_range(
+    key: str, value: float, lo: float | None = None, hi: float | None = None, lo_open: bool = False
+) -> None:
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and value > hi)
     if bad:
         lo_s = "-inf" if lo is None else f"{lo}"
@@ -38,32 +49,31 @@ def _check_range(key: str, value: float, lo: float | None = None, hi: float | No
 
 @dataclass(frozen=True)
 class ModelConfig:
-    family: str = "mae"                 # one of raysweep.models.FAMILIES
-    preset: str = "tiny"                # tiny (32 px, patch 4) | vit_base (official ViT-B/16 layout)
-    checkpoint: str | None = None       # official checkpoint file; None = raysweep-pretrained original (cached)
+    family: str = "mae"  # one of raysweep.models.FAMILIES
+    preset: str = "tiny"  # tiny (32 px, patch 4) | vit_base (official ViT-B/16 layout)
+    checkpoint: str | None = None  # official checkpoint file; None = raysweep-pretrained original (cached)
     options: dict = field(default_factory=dict)  # family-only settings, read only inside that family
 
     def validate(self) -> None:
-        from raysweep.models import FAMILIES
-        _check_choice("model.family", self.family, sorted(FAMILIES))
+        _check_choice("model.family", self.family, sorted(FAMILY_NAMES))
         _check_choice("model.preset", self.preset, ["tiny", "vit_base"])
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "fashion_mnist"      # fashion_mnist | image_folder | synthetic
-    root: str | None = None             # image_folder: folder with train/ and val/ class folders
+    dataset: str = "fashion_mnist"  # fashion_mnist | image_folder | synthetic
+    root: str | None = None  # image_folder: folder with train/ and val/ class folders
     class_names: list = field(default_factory=list)  # image_folder: folder name of each class id (id = position)
-    num_classes: int = 10               # synthetic only; others take it from the dataset
+    num_classes: int = 10  # synthetic only; others take it from the dataset
     image_size: int = 32
     forget_classes: list = field(default_factory=lambda: [0, 1, 2, 3, 4])
     retain_classes: list = field(default_factory=lambda: [5, 6, 7, 8, 9])
-    images_per_class: int = 1000        # forget training images per forget class (official: 120 on ImageNet)
-    retain_ratio: float = 1.0           # real retain images per retain class = ceil(images_per_class * ratio)
-    proxy_ratio: float = 0.0            # proxy retain (classes in neither list), official `opendata_to_forget_ratio`
-    oversample: bool = True             # official rule (docs/protocol.md §3.1): tile lists to balance the groups
-    test_images_per_class: int = 200    # test images per class (reporting), forget and retain groups kept separate
-    val_images_per_class: int = 100     # validation images per class (tuning, quality gate), disjoint from test
+    images_per_class: int = 1000  # forget training images per forget class (official: 120 on ImageNet)
+    retain_ratio: float = 1.0  # real retain images per retain class = ceil(images_per_class * ratio)
+    proxy_ratio: float = 0.0  # proxy retain (classes in neither list), official `opendata_to_forget_ratio`
+    oversample: bool = True  # official rule (docs/protocol.md §3.1): tile lists to balance the groups
+    test_images_per_class: int = 200  # test images per class (reporting), forget and retain groups kept separate
+    val_images_per_class: int = 100  # validation images per class (tuning, quality gate), disjoint from test
     pretrain_images_per_class: int = 0  # images per class used to pretrain the original; 0 = all
     seed: int = 0
 
@@ -86,11 +96,15 @@ class DataConfig:
                 raise ConfigError(f"data.{key} lists a class twice: {ids!r}")
         overlap = sorted(set(self.forget_classes) & set(self.retain_classes))
         if overlap:
-            raise ConfigError(f"classes {overlap} are in both data.forget_classes and data.retain_classes; "
-                              "a class is either forgotten or retained, remove it from one list")
+            raise ConfigError(
+                f"classes {overlap} are in both data.forget_classes and data.retain_classes; "
+                "a class is either forgotten or retained, remove it from one list"
+            )
         if self.retain_ratio == 0 and self.proxy_ratio == 0:
-            raise ConfigError("data.retain_ratio and data.proxy_ratio are both 0: the retain set would be empty; "
-                              "set data.retain_ratio>0 (real retain) or data.proxy_ratio>0 (proxy retain)")
+            raise ConfigError(
+                "data.retain_ratio and data.proxy_ratio are both 0: the retain set would be empty; "
+                "set data.retain_ratio>0 (real retain) or data.proxy_ratio>0 (proxy retain)"
+            )
         if self.dataset == "image_folder" and not self.root:
             raise ConfigError("data.dataset=image_folder needs data.root (a folder holding train/ and val/)")
 
@@ -98,12 +112,12 @@ class DataConfig:
 @dataclass(frozen=True)
 class TaskConfig:
     """An image-to-image task (the paper's T(x)); sized by ratio so it carries across resolutions."""
-    name: str = "center"   # center | outpaint | extend_up | extend_down | extend_left | extend_right | random
-    ratio: float = 0.5     # center: hole side / image side (0.25, 0.5 = paper's 4x4, 8x8 of 16x16 patches);
+
+    name: str = "center"  # center | outpaint | extend_up | extend_down | extend_left | extend_right | random
+    ratio: float = 0.5  # center: hole side / image side (0.25, 0.5 = paper's 4x4, 8x8 of 16x16 patches);
     #                        outpaint / extend: masked fraction of the side; random: fraction of patches masked
 
     def validate(self, prefix: str) -> None:
-        from raysweep.data.masks import TASKS
         _check_choice(f"{prefix}.name", self.name, TASKS)
         _check_range(f"{prefix}.ratio", self.ratio, 0.0, 1.0, lo_open=True)
 
@@ -111,14 +125,15 @@ class TaskConfig:
 @dataclass(frozen=True)
 class PretrainConfig:
     """Training of the original model on all classes with the family's own objective (embedded default)."""
+
     epochs: int = 4
-    batch_size: int = 128        # per worker
+    batch_size: int = 128  # per worker
     lr: float = 1.5e-3
     weight_decay: float = 0.05
     warmup_epochs: float = 0.5
-    extractor_epochs: int = 2    # the in-domain classifier used as FID/IS feature extractor
-    seed: int = 0                # initialisation and data order of the original (part of its cache key)
-    quality_gate: bool = True    # score the original on validation images before any unlearning (raysweep.quality)
+    extractor_epochs: int = 2  # the in-domain classifier used as FID/IS feature extractor
+    seed: int = 0  # initialisation and data order of the original (part of its cache key)
+    quality_gate: bool = True  # score the original on validation images before any unlearning (raysweep.quality)
 
     def validate(self) -> None:
         _check_range("pretrain.epochs", self.epochs, 1)
@@ -129,26 +144,24 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class UnlearnConfig:
-    method: str = "ours"         # ours = Eq. 10 (baselines C.26-C.36 slot in as other loss functions)
-    alpha: float = 0.25          # weight of the forget term (Eq. 10)
-    noise: str = "gaussian"      # gaussian N(0, I) | uniform U[-1, 1] (App. E) | batch_stats (official MAGE code)
-    loss_form: str = "l2"        # l2 = the paper's L2 distance | mse = official per-sample MSE (official §1.1)
-    train_mask: str = "mixed"    # masks while unlearning: random (family's own) | task (eval task) | mixed (alternate)
+    method: str = "ours"  # ours = Eq. 10 (baselines C.26-C.36 slot in as other loss functions)
+    alpha: float = 0.25  # weight of the forget term (Eq. 10)
+    noise: str = "gaussian"  # gaussian N(0, I) | uniform U[-1, 1] (App. E) | batch_stats (official MAGE code)
+    loss_form: str = "l2"  # l2 = the paper's L2 distance | mse = official per-sample MSE (official §1.1)
+    train_mask: str = "mixed"  # masks while unlearning: random (family's own) | task (eval task) | mixed (alternate)
     epochs: int = 5
-    batch_size: int = 64         # per worker
+    batch_size: int = 64  # per worker
     lr: float = 1e-4
     weight_decay: float = 0.05
     betas: list = field(default_factory=lambda: [0.9, 0.95])
     warmup_epochs: float = 1.0
     min_lr: float = 0.0
     grad_clip: float = 3.0
-    log_every: int = 20          # steps between ray.train.report calls
+    log_every: int = 20  # steps between ray.train.report calls
 
     def validate(self) -> None:
-        from raysweep.unlearn.losses import METHODS
-        from raysweep.unlearn.noise import NOISES
-        _check_choice("unlearn.method", self.method, sorted(METHODS))
-        _check_choice("unlearn.noise", self.noise, NOISES)
+        _check_choice("unlearn.method", self.method, sorted(METHOD_NAMES))
+        _check_choice("unlearn.noise", self.noise, NOISE_NAMES)
         _check_choice("unlearn.loss_form", self.loss_form, ["l2", "mse"])
         _check_choice("unlearn.train_mask", self.train_mask, ["random", "task", "mixed"])
         _check_range("unlearn.alpha", self.alpha, 0.0)
@@ -166,10 +179,10 @@ class UnlearnConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
-    extractor: str = "auto"      # auto (inception if its weights exist, else in-domain) | indomain | inception
+    extractor: str = "auto"  # auto (inception if its weights exist, else in-domain) | indomain | inception
     batch_size: int = 250
-    grid_images: int = 8         # rows per group in the sample grid
-    threads: int = 0             # CPU threads for rank 0's evaluation (the other workers idle meanwhile); 0 = all cores
+    grid_images: int = 8  # rows per group in the sample grid
+    threads: int = 0  # CPU threads for rank 0's evaluation (the other workers idle meanwhile); 0 = all cores
 
     def validate(self) -> None:
         self.task.validate("eval.task")
@@ -181,9 +194,9 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class ResourcesConfig:
-    num_workers: int = 2          # Ray Train DDP workers per trial
+    num_workers: int = 2  # Ray Train DDP workers per trial
     cpus_per_worker: float = 0.5  # 0.5 lets 2 workers + the trial driver fit on 2 cores
-    use_gpu: str = "auto"         # auto | true | false
+    use_gpu: str = "auto"  # auto | true | false
     max_concurrent_trials: int = 1
 
     def validate(self) -> None:
@@ -195,9 +208,9 @@ class ResourcesConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    results_dir: str = "results"      # runs, Ray storage and the default MLflow store go here
+    results_dir: str = "results"  # runs, Ray storage and the default MLflow store go here
     experiment: str = "raysweep"
-    tracking_uri: str | None = None   # None = sqlite:///<absolute results_dir>/mlflow.db
+    tracking_uri: str | None = None  # None = sqlite:///<absolute results_dir>/mlflow.db
 
     def validate(self) -> None:
         if not self.experiment:
@@ -207,20 +220,22 @@ class TrackingConfig:
 @dataclass(frozen=True)
 class SweepConfig:
     """The search space, keyed by dotted config paths (consumed by raysweep.tune)."""
+
     metrics: list = field(default_factory=lambda: ["retain/fid", "forget/fid"])
     modes: list = field(default_factory=lambda: ["min", "max"])
     num_samples: int = 8
     seed: int = 0
-    scheduler: str = "none"          # none | asha (early stopping on one intermediate metric, below)
-    asha_metric: str = "train/retain_epoch"   # reported by the loop after every epoch
+    scheduler: str = "none"  # none | asha (early stopping on one intermediate metric, below)
+    asha_metric: str = "train/retain_epoch"  # reported by the loop after every epoch
     asha_mode: str = "min"
     asha_grace_epochs: int = 1
     space: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         if len(self.metrics) != len(self.modes) or not self.metrics:
-            raise ConfigError(f"sweep.metrics {self.metrics} and sweep.modes {self.modes} must be non-empty "
-                              "lists of equal length")
+            raise ConfigError(
+                f"sweep.metrics {self.metrics} and sweep.modes {self.modes} must be non-empty lists of equal length"
+            )
         for m in self.modes:
             _check_choice("sweep.modes[]", m, ["min", "max"])
         _check_range("sweep.num_samples", self.num_samples, 1)
@@ -245,7 +260,7 @@ class Config:
 
     # ---- construction -------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "Config":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Config:
         cfg = _build(cls, dict(d or {}), prefix="")
         for f in dataclasses.fields(cfg):
             sub = getattr(cfg, f.name)
@@ -256,7 +271,7 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def replace(self, **overrides: Any) -> "Config":
+    def replace(self, **overrides: Any) -> Config:
         """A new validated Config with dotted-key overrides, e.g. ``cfg.replace(**{"unlearn.alpha": 0.5})``."""
         d = self.to_dict()
         for k, v in overrides.items():
@@ -271,8 +286,13 @@ class Config:
 
 
 # ``--smoke-test``: the same pipeline and caches at tiny sizes (checks that everything runs, in minutes)
-SMOKE_TEST: dict[str, Any] = {"data.images_per_class": 200, "data.test_images_per_class": 50, "unlearn.epochs": 1,
-                              "unlearn.warmup_epochs": 0.2, "sweep.num_samples": 2}
+SMOKE_TEST: dict[str, Any] = {
+    "data.images_per_class": 200,
+    "data.test_images_per_class": 50,
+    "unlearn.epochs": 1,
+    "unlearn.warmup_epochs": 0.2,
+    "sweep.num_samples": 2,
+}
 
 
 # string settings that also take a YAML boolean (true / false) besides "auto"
@@ -312,7 +332,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if type(None) in args:
             return None
         raise ConfigError(f"{key} must not be null")
-    if args and type(None) in args:          # Optional[X]
+    if args and type(None) in args:  # Optional[X]
         tp = next(a for a in args if a is not type(None))
         origin = get_origin(tp)
     base = origin or tp
@@ -325,7 +345,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"{key} must be an integer, got {value!r}")
         return value
     if base is float:
-        if isinstance(value, str):       # YAML 1.1 reads "1e-4" (no dot) as a string
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
             try:
                 value = float(value)
             except ValueError:
@@ -336,7 +356,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"{key}={value!r} is not a finite number; give a finite value")
         return float(value)
     if base is str:
-        if isinstance(value, bool) and key in _BOOL_OR_AUTO:      # `use_gpu: true` in YAML / on the command line
+        if isinstance(value, bool) and key in _BOOL_OR_AUTO:  # `use_gpu: true` in YAML / on the command line
             return "true" if value else "false"
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}")
@@ -361,8 +381,9 @@ def _set_dotted(d: dict, dotted: str, value: Any) -> None:
             nxt = node[p] = {}
         if not isinstance(nxt, dict):
             valid = ", ".join(sorted(node)) if isinstance(node, dict) else ""
-            raise ConfigError(f"unknown config key {'.'.join(parts[:i + 1])!r} in override {dotted!r}; "
-                              f"valid keys here: {valid}")
+            raise ConfigError(
+                f"unknown config key {'.'.join(parts[: i + 1])!r} in override {dotted!r}; valid keys here: {valid}"
+            )
         node = nxt
     node[parts[-1]] = value
 
@@ -374,23 +395,52 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. unlearn.alpha=0.5)")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+        try:
+            out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML ({str(e).splitlines()[0]}); "
+                "quote lists and mappings, e.g. data.forget_classes=[0,1]"
+            ) from None
     return out
 
 
+PACKAGED = Path(__file__).resolve().parent / "configs"  # the shipped configs (experiments/configs links here)
+DEFAULT_CONFIG = "mae_fmnist"  # the embedded default
+
+
+def packaged_configs() -> list[str]:
+    return sorted(p.stem for p in PACKAGED.glob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A YAML file path, or the name of a packaged config (``mae_fmnist``, ``mage_fmnist.yaml``, ...)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    named = PACKAGED / (p.name if p.suffix == ".yaml" else f"{p.name}.yaml")
+    if p.parent == Path(".") and named.is_file():
+        return named
+    raise ConfigError(
+        f"config file {str(p)!r} not found; give a YAML path or one of the packaged configs: "
+        f"{packaged_configs()} (the embedded default is {DEFAULT_CONFIG})"
+    )
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
-    """Load a YAML config, apply dotted ``key=value`` overrides, validate. ``path=None`` = all defaults."""
+    """Load a YAML config (a path or a packaged config's name), apply dotted ``key=value`` overrides, validate.
+    ``path=None`` = all defaults."""
     d: dict = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} not found; the embedded default is "
-                              "experiments/configs/mae_fmnist.yaml")
-        d = yaml.safe_load(p.read_text()) or {}
+        p = resolve_config_path(path)
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p} is not valid YAML: {e}") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{p} must hold a YAML mapping at the top level")
     ov = parse_overrides(overrides) if not isinstance(overrides, Mapping) else dict(overrides)
-    base = Config.from_dict(d).to_dict()     # validates the file's own keys first (clear messages)
+    base = Config.from_dict(d).to_dict()  # validates the file's own keys first (clear messages)
     for k, v in ov.items():
         _set_dotted(base, k, v)
     return Config.from_dict(base)

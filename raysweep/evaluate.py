@@ -1,13 +1,14 @@
 """The end of an unlearning run (rank 0): evaluate the original and the unlearned model on the same held-out
 images, write ``metrics.json``, the sample grid and the unlearned weights into the run folder."""
+
 from __future__ import annotations
 
 import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -40,8 +41,15 @@ def eval_groups(cfg: Config, part: str = "test") -> dict[str, torch.Tensor]:
     return {g: x for g, (x, _) in heldout_groups(cfg, part).items()}
 
 
-def original_metrics(cfg: Config, family, original: nn.Module, groups: dict[str, torch.Tensor], extractor,
-                     device: torch.device, cache: str | None) -> dict[str, float]:
+def original_metrics(
+    cfg: Config,
+    family,
+    original: nn.Module,
+    groups: dict[str, torch.Tensor],
+    extractor,
+    device: torch.device,
+    cache: str | None,
+) -> dict[str, float]:
     """The original model's scores, cached (they are the same for every trial of a sweep)."""
     if cache and Path(cache).is_file():
         return json.loads(Path(cache).read_text())
@@ -54,10 +62,17 @@ def original_metrics(cfg: Config, family, original: nn.Module, groups: dict[str,
     return m
 
 
-def sample_grid(groups: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], original: dict[str, torch.Tensor],
-                unlearned: dict[str, torch.Tensor], n: int, path: Path) -> None:
+def sample_grid(
+    groups: dict[str, torch.Tensor],
+    masks: dict[str, torch.Tensor],
+    original: dict[str, torch.Tensor],
+    unlearned: dict[str, torch.Tensor],
+    n: int,
+    path: Path,
+) -> None:
     """Rows of input | masked | original model | unlearned model, retain rows first, then forget rows."""
     from torchvision.utils import save_image
+
     tiles = []
     for g in ("retain", "forget"):
         for i in range(min(n, len(groups[g]))):
@@ -66,11 +81,19 @@ def sample_grid(groups: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
     save_image(torch.stack(tiles), path, nrow=4, padding=2, pad_value=1.0)
 
 
-def run_finisher(cfg: Config, rank: int, run_dir: str, original: str | None, extractor: str | None,
-                 extractor_label: str, original_cache: str | None = None, original_sha256: str = "",
-                 **_: object) -> Callable[[nn.Module, torch.device], dict | None]:
+def run_finisher(
+    cfg: Config,
+    rank: int,
+    run_dir: str,
+    original: str | None,
+    extractor: str | None,
+    extractor_label: str,
+    original_cache: str | None = None,
+    original_sha256: str = "",
+    **_: object,
+) -> Callable[[nn.Module, torch.device], dict | None]:
     """``finish`` for the unlearn job: evaluate both models, write the run folder, return the flat metrics."""
-    started = time.perf_counter()               # made right before the job is built and trained
+    started = time.perf_counter()  # made right before the job is built and trained
 
     def finish(model: nn.Module, device: torch.device) -> dict | None:
         if rank != 0:
@@ -86,12 +109,12 @@ def run_finisher(cfg: Config, rank: int, run_dir: str, original: str | None, ext
 
     def _finish(model: nn.Module, device: torch.device) -> dict:
         from raysweep.jobs import load_original
+
         t_train, t0 = time.perf_counter() - started, time.perf_counter()
         out = Path(run_dir)
         out.mkdir(parents=True, exist_ok=True)
         # the trained weights first: an evaluation that dies must not lose the training
-        save_atomic({"model": getattr(model, "module", model).state_dict(), "config": cfg.to_dict()},
-                    out / MODEL_FILE)
+        save_atomic({"model": getattr(model, "module", model).state_dict(), "config": cfg.to_dict()}, out / MODEL_FILE)
         family = get_family(cfg.model.family)
         ext = resolve_extractor(cfg.eval.extractor, extractor, extractor_label)
         groups = eval_groups(cfg)
@@ -108,12 +131,19 @@ def run_finisher(cfg: Config, rank: int, run_dir: str, original: str | None, ext
         result["forget/fid_ratio"] = new["forget/fid"] / max(orig["forget/fid"], 1e-12)
         result["retain/fid_ratio"] = new["retain/fid"] / max(orig["retain/fid"], 1e-12)
         from raysweep.models.checkpoints import sha256
-        payload = {**result, "extractor": ext.label, "task": f"{cfg.eval.task.name}:{cfg.eval.task.ratio}",
-                   "generation": family.generation(getattr(model, "module", model)),
-                   "eval_images_per_group": {g: len(x) for g, x in groups.items()}, "eval_part": "test",
-                   "original_sha256": original_sha256, "unlearned_sha256": sha256(out / MODEL_FILE),
-                   "extractor_sha256": sha256(extractor) if extractor else None,
-                   "seconds": {"train": round(t_train, 1), "evaluate": round(time.perf_counter() - t0, 1)}}
+
+        payload = {
+            **result,
+            "extractor": ext.label,
+            "task": f"{cfg.eval.task.name}:{cfg.eval.task.ratio}",
+            "generation": family.generation(getattr(model, "module", model)),
+            "eval_images_per_group": {g: len(x) for g, x in groups.items()},
+            "eval_part": "test",
+            "original_sha256": original_sha256,
+            "unlearned_sha256": sha256(out / MODEL_FILE),
+            "extractor_sha256": sha256(extractor) if extractor else None,
+            "seconds": {"train": round(t_train, 1), "evaluate": round(time.perf_counter() - t0, 1)},
+        }
         (out / METRICS_FILE).write_text(json.dumps(payload, indent=2))
         log.info("metrics written to %s", out / METRICS_FILE)
         return payload
@@ -128,10 +158,11 @@ def write_reconstructions(cfg: Config, original_path: Path, n: int = 8) -> Path:
 
     from raysweep.config import TaskConfig
     from raysweep.jobs import load_original
+
     family = get_family(cfg.model.family)
     model = load_original(cfg, str(original_path)).eval()
     groups = eval_groups(cfg)
-    x = torch.cat([groups["retain"][:n // 2], groups["forget"][:n - n // 2]])
+    x = torch.cat([groups["retain"][: n // 2], groups["forget"][: n - n // 2]])
     tiles = []
     for task in (cfg.eval.task, TaskConfig("random", 0.75)):
         out, masks = complete(family, model, x, task, torch.device("cpu"))

@@ -1,12 +1,13 @@
 """The retain-vs-forget trade-off frontier: the Pareto set of trials (retain FID low, forget FID high), a CSV and
 a plot with every trial, the front, the original model's point, and markers by noise type and family."""
+
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 RETAIN, FORGET = "retain/fid", "forget/fid"
 
@@ -14,11 +15,12 @@ RETAIN, FORGET = "retain/fid", "forget/fid"
 @dataclass(frozen=True)
 class Point:
     """One trial: its two objectives and what the plot and the CSV show about it."""
+
     trial: str
     retain_fid: float
     forget_fid: float
-    params: dict = field(default_factory=dict)     # dotted config keys -> values
-    extra: dict = field(default_factory=dict)      # other metrics (IS, ratios, extractor)
+    params: dict = field(default_factory=dict)  # dotted config keys -> values
+    extra: dict = field(default_factory=dict)  # other metrics (IS, ratios, extractor)
 
     @property
     def valid(self) -> bool:
@@ -27,8 +29,11 @@ class Point:
 
 def dominates(a: Point, b: Point) -> bool:
     """a is at least as good in both objectives and strictly better in one (min retain, max forget)."""
-    return (a.retain_fid <= b.retain_fid and a.forget_fid >= b.forget_fid
-            and (a.retain_fid < b.retain_fid or a.forget_fid > b.forget_fid))
+    return (
+        a.retain_fid <= b.retain_fid
+        and a.forget_fid >= b.forget_fid
+        and (a.retain_fid < b.retain_fid or a.forget_fid > b.forget_fid)
+    )
 
 
 def pareto_front(points: Iterable[Point]) -> list[Point]:
@@ -40,8 +45,10 @@ def pareto_front(points: Iterable[Point]) -> list[Point]:
 
 def hypervolume(front: Sequence[Point], ref_retain: float, ref_forget: float) -> float:
     """Area dominated by the front w.r.t. a reference point (worst retain FID, worst = lowest forget FID)."""
-    pts = sorted((p for p in front if p.valid and p.retain_fid < ref_retain and p.forget_fid > ref_forget),
-                 key=lambda p: p.retain_fid)
+    pts = sorted(
+        (p for p in front if p.valid and p.retain_fid < ref_retain and p.forget_fid > ref_forget),
+        key=lambda p: p.retain_fid,
+    )
     area, best_forget = 0.0, ref_forget
     for i, p in enumerate(pts):
         best_forget = max(best_forget, p.forget_fid)
@@ -60,17 +67,31 @@ def write_csv(points: Sequence[Point], path: str | Path) -> Path:
         w = csv.writer(f)
         w.writerow(["trial", RETAIN, FORGET, "on_front", *keys, *extras])
         for p in sorted(points, key=lambda p: p.trial):
-            w.writerow([p.trial, p.retain_fid, p.forget_fid, int(p.trial in front),
-                        *[p.params.get(k, "") for k in keys], *[p.extra.get(k, "") for k in extras]])
+            w.writerow(
+                [
+                    p.trial,
+                    p.retain_fid,
+                    p.forget_fid,
+                    int(p.trial in front),
+                    *[p.params.get(k, "") for k in keys],
+                    *[p.extra.get(k, "") for k in extras],
+                ]
+            )
     return path
 
 
-def plot(points: Sequence[Point], path: str | Path, original: tuple[float, float] | None = None,
-         title: str = "retain vs forget FID") -> Path:
+def plot(
+    points: Sequence[Point],
+    path: str | Path,
+    original: tuple[float, float] | None = None,
+    title: str = "retain vs forget FID",
+) -> Path:
     """Scatter of all trials (marker = noise type, colour = family), the front as a line, the original as a star."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     markers = {"gaussian": "o", "uniform": "s", "batch_stats": "^"}
     families = sorted({str(p.params.get("model.family", "?")) for p in points})
     colours = dict(zip(families, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
@@ -81,8 +102,14 @@ def plot(points: Sequence[Point], path: str | Path, original: tuple[float, float
             continue
         noise, fam = str(p.params.get("unlearn.noise", "?")), str(p.params.get("model.family", "?"))
         label = f"{fam} / {noise}"
-        ax.scatter(p.retain_fid, p.forget_fid, marker=markers.get(noise, "x"), color=colours.get(fam, "grey"),
-                   alpha=0.75, label=None if label in seen else label)
+        ax.scatter(
+            p.retain_fid,
+            p.forget_fid,
+            marker=markers.get(noise, "x"),
+            color=colours.get(fam, "grey"),
+            alpha=0.75,
+            label=None if label in seen else label,
+        )
         seen.add(label)
     front = pareto_front(points)
     if front:

@@ -7,14 +7,16 @@
 A job names its trainable module, the parameters to optimise, its dataset and a ``step`` returning
 ``{"loss", ...}``; ``finish`` runs on rank 0 after the last epoch.
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Hyper:
     """Optimiser and schedule settings of one job (AdamW, warmup + cosine, grad clip)."""
+
     epochs: int
     batch_size: int
     lr: float
@@ -51,14 +54,14 @@ class Hyper:
 @dataclass
 class Job:
     name: str
-    module: nn.Module                      # what gets wrapped in DDP
-    params: list[nn.Parameter]             # what the optimiser updates
+    module: nn.Module  # what gets wrapped in DDP
+    params: list[nn.Parameter]  # what the optimiser updates
     dataset: Dataset
     hyper: Hyper
     step: Callable[[nn.Module, Any, torch.Generator], dict[str, torch.Tensor]]
     finish: Callable[[nn.Module, torch.device], dict | None]
-    frozen: list[nn.Module] = dataclasses.field(default_factory=list)   # moved to the device, never trained
-    seed: int = 0                          # data order and the step's random draws (``fit``)
+    frozen: list[nn.Module] = dataclasses.field(default_factory=list)  # moved to the device, never trained
+    seed: int = 0  # data order and the step's random draws (``fit``)
 
 
 class FlaggedSubset(Dataset):
@@ -89,9 +92,10 @@ def pretrain_job(cfg: Config, output: str, stage: str | None = None, init: str |
     """One pretraining stage of the original (``stage`` None = the family's only / last stage), starting from the
     previous stage's weights ``init``; only the stage's parameters train."""
     family = get_family(cfg.model.family)
-    torch.manual_seed(cfg.pretrain.seed)            # reproducible initialisation (DDP then broadcasts rank 0's)
-    model = family.build(dataclasses.replace(cfg.model, checkpoint=None,
-                                             options=pretrain_options(family, cfg.model.options)))
+    torch.manual_seed(cfg.pretrain.seed)  # reproducible initialisation (DDP then broadcasts rank 0's)
+    model = family.build(
+        dataclasses.replace(cfg.model, checkpoint=None, options=pretrain_options(family, cfg.model.options))
+    )
     if init:
         model.load_state_dict(read_state_dict(init, key="model"))
     stages = {s.name: s for s in family.pretrain_stages(cfg)}
@@ -117,7 +121,7 @@ def pretrain_job(cfg: Config, output: str, stage: str | None = None, init: str |
 
 def extractor_job(cfg: Config, output: str, **_: Any) -> Job:
     ds = load_dataset(cfg.data, train=True)
-    torch.manual_seed(cfg.data.seed)                # the extractor depends on the data only (its cache key)
+    torch.manual_seed(cfg.data.seed)  # the extractor depends on the data only (its cache key)
     net = InDomainClassifier(ds.num_classes)
     hyper = Hyper(cfg.pretrain.extractor_epochs, 128, 2e-3, 1e-4, (0.9, 0.999), 0.2, 0.0, None, 100)
 
@@ -138,16 +142,24 @@ def extractor_job(cfg: Config, output: str, **_: Any) -> Job:
                 xs, ys = zip(*(test[j] for j in range(i, min(i + 500, len(test)))))
                 correct += int((net_(torch.stack(xs).to(device)).argmax(1).cpu() == torch.tensor(ys)).sum())
         acc = correct / len(test)
-        save_atomic({"model": net_.state_dict(), "num_classes": ds.num_classes, "image_size": cfg.data.image_size,
-                     "test_accuracy": acc}, output)
+        save_atomic(
+            {
+                "model": net_.state_dict(),
+                "num_classes": ds.num_classes,
+                "image_size": cfg.data.image_size,
+                "test_accuracy": acc,
+            },
+            output,
+        )
         log.info("in-domain extractor: test accuracy %.4f", acc)
         return {"path": output, "test_accuracy": acc}
 
     return Job("extractor", net, list(net.parameters()), ds, hyper, step, finish, seed=cfg.data.seed)
 
 
-def unlearn_job(cfg: Config, original: str | None, finish: Callable[[nn.Module, torch.device], dict | None],
-                **_: Any) -> Job:
+def unlearn_job(
+    cfg: Config, original: str | None, finish: Callable[[nn.Module, torch.device], dict | None], **_: Any
+) -> Job:
     """Eq. 10 on the encoder: the student starts as the original, the teacher is a frozen copy of it."""
     family = get_family(cfg.model.family)
     student = load_original(cfg, original)
@@ -155,12 +167,21 @@ def unlearn_job(cfg: Config, original: str | None, finish: Callable[[nn.Module, 
     student.requires_grad_(False)
     params = list(family.encoder_parameters(student))
     for q in params:
-        q.requires_grad_(True)                      # only the encoder trains; DDP ignores frozen decoder params
+        q.requires_grad_(True)  # only the encoder trains; DDP ignores frozen decoder params
     ds = load_dataset(cfg.data, train=True)
     split = unlearn_split(ds.labels, cfg.data, ds.num_classes)
     u = cfg.unlearn
-    hyper = Hyper(u.epochs, u.batch_size, u.lr, u.weight_decay, tuple(u.betas), u.warmup_epochs, u.min_lr,
-                  u.grad_clip, u.log_every)
+    hyper = Hyper(
+        u.epochs,
+        u.batch_size,
+        u.lr,
+        u.weight_decay,
+        tuple(u.betas),
+        u.warmup_epochs,
+        u.min_lr,
+        u.grad_clip,
+        u.log_every,
+    )
     loss_fn = METHODS[u.method]
     state = {"step": 0}
 
@@ -168,18 +189,30 @@ def unlearn_job(cfg: Config, original: str | None, finish: Callable[[nn.Module, 
         images, is_forget = batch
         state["step"] += 1
         use_task = u.train_mask == "task" or (u.train_mask == "mixed" and state["step"] % 2 == 0)
-        ctx = {"mask": task_mask(cfg.eval.task, images.shape[0], images.shape[-1], _patch(m), gen,
-                                 images.device)} if use_task else None
-        z, ctx = family.encode(m, images, ctx, gen)                                    # student, Eq. 10
+        ctx = (
+            {"mask": task_mask(cfg.eval.task, images.shape[0], images.shape[-1], _patch(m), gen, images.device)}
+            if use_task
+            else None
+        )
+        z, ctx = family.encode(m, images, ctx, gen)  # student, Eq. 10
         with torch.no_grad():
             mean, std = family.input_stats(teacher)
             noise = sample_noise(u.noise, images, mean, std, gen)
-            t_in, t_ctx = family.forget_input(images, noise, is_forget, ctx, u.noise)   # x_r, or n for forget rows
-            target, _ = family.encode(teacher, t_in, t_ctx)                         # teacher shares the masks
+            t_in, t_ctx = family.forget_input(images, noise, is_forget, ctx, u.noise)  # x_r, or n for forget rows
+            target, _ = family.encode(teacher, t_in, t_ctx)  # teacher shares the masks
         return loss_fn(z, target, is_forget, u.alpha, u.loss_form)
 
-    return Job("unlearn", student, params, FlaggedSubset(ds, split.indices, split.is_forget), hyper, step, finish,
-               frozen=[teacher], seed=cfg.seed)
+    return Job(
+        "unlearn",
+        student,
+        params,
+        FlaggedSubset(ds, split.indices, split.is_forget),
+        hyper,
+        step,
+        finish,
+        frozen=[teacher],
+        seed=cfg.seed,
+    )
 
 
 def _patch(m: nn.Module) -> int:

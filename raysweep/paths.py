@@ -1,4 +1,5 @@
 """Where raysweep keeps files: the cache (pretrained originals, extractors, staged datasets) and run folders."""
+
 from __future__ import annotations
 
 import os

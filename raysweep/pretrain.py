@@ -4,6 +4,7 @@
 all classes with the family's own objective and (2) the in-domain classifier used as FID / IS feature extractor.
 Files live under ``$RAYSWEEP_CACHE`` (default ``~/.cache/raysweep``); a run interrupted half-way resumes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,6 +23,7 @@ _DATA_KEYS = ("dataset", "root", "class_names", "num_classes", "image_size", "pr
 
 def _data(cfg: Config) -> dict:
     from raysweep.data.datasets import dataset_fingerprint
+
     d = cfg.to_dict()["data"]
     return {**{k: d[k] for k in _DATA_KEYS}, "content": dataset_fingerprint(cfg.data)}
 
@@ -31,17 +33,28 @@ def original_key(cfg: Config) -> str:
     pretraining options, the data it sees (settings and file content), the schedule, the seed, and the number of
     DDP workers (the global batch)."""
     from raysweep.models import get_family, pretrain_options
-    model = {"family": cfg.model.family, "preset": cfg.model.preset,
-             "options": pretrain_options(get_family(cfg.model.family), cfg.model.options)}
+
+    model = {
+        "family": cfg.model.family,
+        "preset": cfg.model.preset,
+        "options": pretrain_options(get_family(cfg.model.family), cfg.model.options),
+    }
     p = cfg.to_dict()["pretrain"]
-    return cache.key(f"original:{cfg.model.family}", {
-        "model": model, "data": _data(cfg), "workers": cfg.resources.num_workers,
-        "pretrain": {k: v for k, v in p.items() if k not in ("extractor_epochs", "quality_gate")}})
+    return cache.key(
+        f"original:{cfg.model.family}",
+        {
+            "model": model,
+            "data": _data(cfg),
+            "workers": cfg.resources.num_workers,
+            "pretrain": {k: v for k, v in p.items() if k not in ("extractor_epochs", "quality_gate")},
+        },
+    )
 
 
 def extractor_key(cfg: Config) -> str:
-    return cache.key("extractor", {"data": _data(cfg), "epochs": cfg.pretrain.extractor_epochs,
-                                   "workers": cfg.resources.num_workers})
+    return cache.key(
+        "extractor", {"data": _data(cfg), "epochs": cfg.pretrain.extractor_epochs, "workers": cfg.resources.num_workers}
+    )
 
 
 def original_path(cfg: Config) -> Path:
@@ -56,12 +69,14 @@ def extractor_label(cfg: Config) -> str:
     """Names the exact weights (content hash), so that numbers and feature caches of two different extractor
     files can never be mixed up (two caches may train different weights for the same config)."""
     from raysweep.models.checkpoints import sha256
+
     return f"{INDOMAIN}-{cfg.data.dataset}-{sha256(extractor_path(cfg))[:12]}"
 
 
 def ensure_extractor(cfg: Config) -> Path:
     """The in-domain classifier's weights, trained now if not cached."""
     from raysweep.train import run_job
+
     p = extractor_path(cfg)
     if not p.is_file():
         log.info("training the in-domain feature extractor -> %s", p)
@@ -73,22 +88,37 @@ def ensure_original(cfg: Config) -> Path | None:
     """The original model's weights: None when ``model.checkpoint`` (official weights) is set, else the cached
     raysweep-pretrained file, trained now if absent."""
     from raysweep.train import run_job
+
     if cfg.model.checkpoint:
         return None
     from raysweep.models import get_family
+
     p = original_path(cfg)
     if not p.is_file():
         stages = get_family(cfg.model.family).pretrain_stages(cfg)
         init = None
-        for i, st in enumerate(stages):     # every stage but the last is cached on its own (resumable)
+        for i, st in enumerate(stages):  # every stage but the last is cached on its own (resumable)
             out = p if i == len(stages) - 1 else p.with_name(f"{p.stem}.{st.name}.pt")
             if not out.is_file():
-                log.info("pretraining the original %s (%s), stage %s, on all classes -> %s", cfg.model.family,
-                         cfg.model.preset, st.name, out)
-                run_job(cfg, "pretrain", cache_dir() / "ray", f"pretrain-{original_key(cfg)}-{st.name}",
-                        output=str(out), stage=st.name, init=str(init) if init else None)
+                log.info(
+                    "pretraining the original %s (%s), stage %s, on all classes -> %s",
+                    cfg.model.family,
+                    cfg.model.preset,
+                    st.name,
+                    out,
+                )
+                run_job(
+                    cfg,
+                    "pretrain",
+                    cache_dir() / "ray",
+                    f"pretrain-{original_key(cfg)}-{st.name}",
+                    output=str(out),
+                    stage=st.name,
+                    init=str(init) if init else None,
+                )
             init = out
         from raysweep.evaluate import write_reconstructions
+
         log.info("the original's completions of held-out images: %s", write_reconstructions(cfg, p))
     return p
 
@@ -96,11 +126,12 @@ def ensure_original(cfg: Config) -> Path | None:
 @dataclass(frozen=True)
 class Models:
     """What every unlearning run starts from, made sure of once in the driver."""
-    original: Path | None          # None: the official checkpoint ``model.checkpoint``
+
+    original: Path | None  # None: the official checkpoint ``model.checkpoint``
     extractor: Path
     extractor_label: str
-    quality: dict | None           # the quality gate's report on a raysweep-pretrained original
-    seconds: dict                  # wall time of each step that ran now (pretrain, extractor, quality gate)
+    quality: dict | None  # the quality gate's report on a raysweep-pretrained original
+    seconds: dict  # wall time of each step that ran now (pretrain, extractor, quality gate)
 
 
 def ensure_models(cfg: Config) -> Models:
@@ -109,6 +140,7 @@ def ensure_models(cfg: Config) -> Models:
     import time
 
     from raysweep.quality import gate
+
     secs = {}
     t = time.perf_counter()
     original = ensure_original(cfg)

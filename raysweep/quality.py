@@ -12,6 +12,7 @@ images of the eval task (both groups) and is scored against two references that 
 A raysweep-pretrained original below any of the bars in :data:`BARS` stops the run with a message saying what to
 change. Official checkpoints (``model.checkpoint``) are not gated: their quality is the paper's.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,9 @@ class OriginalQualityError(RuntimeError):
 
 @dataclass(frozen=True)
 class Bar:
-    measure: str       # key in the report (per group)
+    measure: str  # key in the report (per group)
     limit: float
-    upper: bool        # True: the measure must stay at or below ``limit``
+    upper: bool  # True: the measure must stay at or below ``limit``
     meaning: str
 
 
@@ -50,25 +51,38 @@ BARS = (
 def report_path(cfg: Config, original: Path, extractor_label: str, device: torch.device) -> Path:
     from raysweep.data.datasets import dataset_fingerprint
     from raysweep.models.checkpoints import sha256
-    k = cache.key("quality", {"original": sha256(original), "extractor": extractor_label,
-                              "task": [cfg.eval.task.name, cfg.eval.task.ratio], "device": device.type,
-                              "data": [dataset_fingerprint(cfg.data), cfg.data.forget_classes,
-                                       cfg.data.retain_classes, cfg.data.test_images_per_class,
-                                       cfg.data.val_images_per_class, cfg.data.seed]})
+
+    k = cache.key(
+        "quality",
+        {
+            "original": sha256(original),
+            "extractor": extractor_label,
+            "task": [cfg.eval.task.name, cfg.eval.task.ratio],
+            "device": device.type,
+            "data": [
+                dataset_fingerprint(cfg.data),
+                cfg.data.forget_classes,
+                cfg.data.retain_classes,
+                cfg.data.test_images_per_class,
+                cfg.data.val_images_per_class,
+                cfg.data.seed,
+            ],
+        },
+    )
     return Path(original).with_name(f"{Path(original).stem}.quality-{k}.json")
 
 
 @torch.no_grad()
-def assess(cfg: Config, original: Path, extractor: Path, extractor_label: str,
-           device: torch.device | None = None) -> dict:
+def assess(
+    cfg: Config, original: Path, extractor: Path, extractor_label: str, device: torch.device | None = None
+) -> dict:
     """The gate's report for ``original`` (cached next to it): per group the measures of :data:`BARS` and the raw
     numbers they are made of, plus ``passed`` and ``failures``."""
     from raysweep.evaluate import heldout_groups
     from raysweep.jobs import load_original
     from raysweep.metrics import complete
-    from raysweep.metrics.extractors import load_classifier
+    from raysweep.metrics.extractors import INDOMAIN, load_classifier
     from raysweep.metrics.fidelity import Extractor, fid_is, to_uint8
-    from raysweep.metrics.extractors import INDOMAIN
     from raysweep.models import get_family
 
     device = device or torch.device("cpu")
@@ -79,8 +93,13 @@ def assess(cfg: Config, original: Path, extractor: Path, extractor_label: str,
     model = load_original(cfg, str(original)).to(device).eval()
     clf = load_classifier(extractor).to(device).eval()
     ext = Extractor(INDOMAIN, str(extractor), extractor_label)
-    report: dict = {"original": str(original), "extractor": extractor_label, "part": "val",
-                    "task": f"{cfg.eval.task.name}:{cfg.eval.task.ratio}", "groups": {}}
+    report: dict = {
+        "original": str(original),
+        "extractor": extractor_label,
+        "part": "val",
+        "task": f"{cfg.eval.task.name}:{cfg.eval.task.ratio}",
+        "groups": {},
+    }
     for group, (x, y) in heldout_groups(cfg, "val").items():
         out, mask = complete(family, model, x, cfg.eval.task, device, cfg.eval.batch_size)
         hole = mask.unsqueeze(1).expand_as(x)
@@ -90,14 +109,19 @@ def assess(cfg: Config, original: Path, extractor: Path, extractor_label: str,
         fid = fid_is(to_uint8(out), to_uint8(x), ext, cfg.eval.batch_size)["fid"]
         fid_flat = fid_is(to_uint8(flat), to_uint8(x), ext, cfg.eval.batch_size)["fid"]
 
-        def acc(images: torch.Tensor) -> float:
-            pred = torch.cat([clf(images[i:i + 500].to(device)).argmax(1).cpu() for i in range(0, len(images), 500)])
-            return float((pred == y).float().mean())
-        a, a_real = acc(out), acc(x)
+        a, a_real = _accuracy(clf, out, y, device), _accuracy(clf, x, y, device)
         report["groups"][group] = {
-            "images": len(x), "hole_mse": mse, "hole_mse_flat": mse_flat, "hole_mse_vs_flat": mse / max(mse_flat, 1e-12),
-            "fid": fid, "fid_flat": fid_flat, "fid_vs_flat": fid / max(fid_flat, 1e-12),
-            "accuracy": a, "accuracy_real": a_real, "accuracy_kept": (a + 1e-6) / (a_real + 1e-6)}
+            "images": len(x),
+            "hole_mse": mse,
+            "hole_mse_flat": mse_flat,
+            "hole_mse_vs_flat": mse / max(mse_flat, 1e-12),
+            "fid": fid,
+            "fid_flat": fid_flat,
+            "fid_vs_flat": fid / max(fid_flat, 1e-12),
+            "accuracy": a,
+            "accuracy_real": a_real,
+            "accuracy_kept": (a + 1e-6) / (a_real + 1e-6),
+        }
     report["failures"] = failures(report)
     report["passed"] = not report["failures"]
     tmp = path.with_suffix(".tmp")
@@ -106,22 +130,30 @@ def assess(cfg: Config, original: Path, extractor: Path, extractor_label: str,
     return report
 
 
+def _accuracy(clf: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> float:
+    pred = torch.cat([clf(images[i : i + 500].to(device)).argmax(1).cpu() for i in range(0, len(images), 500)])
+    return float((pred == labels).float().mean())
+
+
 def failures(report: dict) -> list[str]:
     out = []
     for group, m in report["groups"].items():
         for bar in BARS:
             v = m[bar.measure]
             if (v > bar.limit) if bar.upper else (v < bar.limit):
-                out.append(f"{group} {bar.measure}={v:.3f} ({bar.meaning}; bar {'<=' if bar.upper else '>='} "
-                           f"{bar.limit})")
+                out.append(
+                    f"{group} {bar.measure}={v:.3f} ({bar.meaning}; bar {'<=' if bar.upper else '>='} {bar.limit})"
+                )
     return out
 
 
 def summary(report: dict) -> str:
     parts = []
     for group, m in report["groups"].items():
-        parts.append(f"{group}: FID {m['fid']:.2f} (flat fill {m['fid_flat']:.2f}), hole MSE x{m['hole_mse_vs_flat']:.2f}"
-                     f" of flat, accuracy {m['accuracy']:.3f} (real {m['accuracy_real']:.3f})")
+        parts.append(
+            f"{group}: FID {m['fid']:.2f} (flat fill {m['fid_flat']:.2f}), hole MSE x{m['hole_mse_vs_flat']:.2f}"
+            f" of flat, accuracy {m['accuracy']:.3f} (real {m['accuracy_real']:.3f})"
+        )
     return "; ".join(parts)
 
 
@@ -129,16 +161,22 @@ def gate(cfg: Config, original: Path, extractor: Path, extractor_label: str) -> 
     """Score the original (cached) and stop with :class:`OriginalQualityError` when a raysweep-pretrained one is
     below the bars; ``pretrain.quality_gate=false`` turns the stop off (the report is still written and logged)."""
     report = assess(cfg, original, extractor, extractor_label)
-    log.info("quality gate on %d + %d validation images (%s): %s -> %s", report["groups"]["retain"]["images"],
-             report["groups"]["forget"]["images"], report["task"], summary(report),
-             "passed" if report["passed"] else "FAILED")
+    log.info(
+        "quality gate on %d + %d validation images (%s): %s -> %s",
+        report["groups"]["retain"]["images"],
+        report["groups"]["forget"]["images"],
+        report["task"],
+        summary(report),
+        "passed" if report["passed"] else "FAILED",
+    )
     if not report["passed"] and cfg.pretrain.quality_gate:
         raise OriginalQualityError(
             f"the pretrained original {Path(original).name} completes the {report['task']} task poorly on validation "
             f"images: {'; '.join(report['failures'])}. Unlearning cannot remove what the original cannot do. Fix: "
             "pretrain longer (pretrain.epochs), keep the family's task-aware training masks "
             "(e.g. model.options.train_masks=mixed), or try another pretrain.seed; to go on regardless, set "
-            "pretrain.quality_gate=false. The report is in " + str(report_path_hint(original)))
+            "pretrain.quality_gate=false. The report is in " + str(report_path_hint(original))
+        )
     return report
 
 

@@ -1,5 +1,6 @@
 """One unlearning run end to end: make sure the original and the extractor exist, pick the run folder, run the
 unlearn job in Ray Train workers, return the metrics that rank 0 wrote."""
+
 from __future__ import annotations
 
 import json
@@ -34,18 +35,30 @@ def job_kwargs(cfg: Config, run_dir: Path, models: Models | None = None) -> dict
     from raysweep import cache
     from raysweep.models.checkpoints import sha256
     from raysweep.train import use_gpu
+
     models = models or ensure_models(cfg)
     original = models.original
     orig_sha = sha256(original if original else cfg.model.checkpoint)
     # the original's scores depend on its weights (content), the eval data / task / sampler settings, the
     # extractor's weights, the device its sampler runs on and the code that scores (cache.PRODUCERS)
-    key = cache.key("scores", {"config": cfg.digest("model", "data", "eval"), "original": orig_sha,
-                               "extractor": models.extractor_label, "device": "cuda" if use_gpu(cfg) else "cpu",
-                               "reference": cache.version("reference")})
-    return {"run_dir": str(run_dir), "original": str(original) if original else None,
-            "original_sha256": orig_sha, "extractor": str(models.extractor),
-            "extractor_label": models.extractor_label,
-            "original_cache": str(cache_dir() / "original_metrics" / f"{key}.json")}
+    key = cache.key(
+        "scores",
+        {
+            "config": cfg.digest("model", "data", "eval"),
+            "original": orig_sha,
+            "extractor": models.extractor_label,
+            "device": "cuda" if use_gpu(cfg) else "cpu",
+            "reference": cache.version("reference"),
+        },
+    )
+    return {
+        "run_dir": str(run_dir),
+        "original": str(original) if original else None,
+        "original_sha256": orig_sha,
+        "extractor": str(models.extractor),
+        "extractor_label": models.extractor_label,
+        "original_cache": str(cache_dir() / "original_metrics" / f"{key}.json"),
+    }
 
 
 def preflight(cfg: Config) -> None:
@@ -54,6 +67,7 @@ def preflight(cfg: Config) -> None:
     from raysweep.data.datasets import load_dataset
     from raysweep.data.splits import eval_split, unlearn_split
     from raysweep.models import get_family
+
     train = load_dataset(cfg.data, train=True)
     unlearn_split(train.labels, cfg.data, train.num_classes)
     eval_split(load_dataset(cfg.data, train=False).labels, cfg.data)
@@ -64,6 +78,7 @@ def preflight(cfg: Config) -> None:
 def unlearn(cfg: Config) -> tuple[Path, dict]:
     """Unlearn ``cfg.data.forget_classes`` from the original; returns (run folder, metrics)."""
     from raysweep.train import run_job
+
     preflight(cfg)
     run_dir = run_dir_for(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -74,10 +89,15 @@ def unlearn(cfg: Config) -> tuple[Path, dict]:
     run_job(cfg, "unlearn", run_dir, "train", **kwargs)
     metrics = json.loads((run_dir / METRICS_FILE).read_text())
     # wall times of this command's steps (pretraining and the extractor are 0 when they came from the cache)
-    metrics["seconds"] = {**{k: round(v, 1) for k, v in models.seconds.items()},
-                          "unlearn_job": round(time.perf_counter() - t, 1), **metrics.get("seconds", {})}
+    metrics["seconds"] = {
+        **{k: round(v, 1) for k, v in models.seconds.items()},
+        "unlearn_job": round(time.perf_counter() - t, 1),
+        **metrics.get("seconds", {}),
+    }
     if models.quality is not None:
-        metrics["quality_gate"] = {g: {k: m[k] for k in ("fid_vs_flat", "hole_mse_vs_flat", "accuracy_kept")}
-                                   for g, m in models.quality["groups"].items()}
+        metrics["quality_gate"] = {
+            g: {k: m[k] for k in ("fid_vs_flat", "hole_mse_vs_flat", "accuracy_kept")}
+            for g, m in models.quality["groups"].items()
+        }
     (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return run_dir, metrics

@@ -4,6 +4,7 @@ Children get the trial's full config as flattened dotted params, every Tune resu
 training iteration), and the trial's config YAML, metrics.json and sample grid as artifacts. The parent gets the
 frontier CSV and plot and the best trials' summary. Default store: ``sqlite:///<absolute results dir>/mlflow.db``.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,21 +24,27 @@ SWEEP_TAG = "raysweep.sweep"
 def tracking_uri(cfg: Config, multi_node: bool = False) -> str:
     """The configured URI, else sqlite in the results folder. Multi-node clusters need a server URI."""
     from raysweep.paths import results_dir
+
     uri = cfg.tracking.tracking_uri
     if uri is None:
         if multi_node:
-            raise ConfigError("this Ray cluster has several nodes, and one sqlite file cannot be shared between "
-                              "them: run `mlflow server` on the head node and set "
-                              "tracking.tracking_uri=http://<head>:5000")
+            raise ConfigError(
+                "this Ray cluster has several nodes, and one sqlite file cannot be shared between "
+                "them: run `mlflow server` on the head node and set "
+                "tracking.tracking_uri=http://<head>:5000"
+            )
         return f"sqlite:///{results_dir(cfg.tracking.results_dir) / 'mlflow.db'}"
     if multi_node and not uri.startswith(("http://", "https://", "databricks")):
-        raise ConfigError(f"tracking.tracking_uri={uri!r} is a local store, which the nodes of a multi-node "
-                          "cluster cannot share; use an MLflow server URI (http://<head>:5000)")
+        raise ConfigError(
+            f"tracking.tracking_uri={uri!r} is a local store, which the nodes of a multi-node "
+            "cluster cannot share; use an MLflow server URI (http://<head>:5000)"
+        )
     return uri
 
 
 def _client(uri: str):
     from mlflow.tracking import MlflowClient
+
     return MlflowClient(tracking_uri=uri)
 
 
@@ -50,7 +57,7 @@ def _experiment_id(client, name: str) -> str:
     uri = client.tracking_uri if hasattr(client, "tracking_uri") else ""
     location = None
     if uri.startswith("sqlite:///"):
-        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
     return client.create_experiment(name, artifact_location=location)
 
 
@@ -70,9 +77,10 @@ def parent_run(uri: str, experiment: str, sweep: str, cfg: Config) -> str:
 
 def _log_params(client, run_id: str, params: dict) -> None:
     from mlflow.entities import Param
+
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[i:i + 100])
+        client.log_batch(run_id, params=items[i : i + 100])
 
 
 class TrialCallback(MLflowLoggerCallback):
@@ -80,31 +88,34 @@ class TrialCallback(MLflowLoggerCallback):
     its own). Module-level so that Tune can pickle it into the experiment state (``--resume``)."""
 
     def __init__(self, uri: str, experiment: str, parent_id: str, base: Config, trials_dir: str):
-        super().__init__(tracking_uri=uri, experiment_name=experiment,
-                         tags={"mlflow.parentRunId": parent_id, SWEEP_TAG + ".parent": parent_id})
+        super().__init__(
+            tracking_uri=uri,
+            experiment_name=experiment,
+            tags={"mlflow.parentRunId": parent_id, SWEEP_TAG + ".parent": parent_id},
+        )
         self.uri, self.base, self.trials_dir = uri, base, trials_dir
 
     def log_trial_start(self, trial):
         new = trial not in self._trial_runs
         super().log_trial_start(trial)
-        if new:                           # the full config, as the trial runs it, in dotted keys
+        if new:  # the full config, as the trial runs it, in dotted keys
             full = flatten(self.base.replace(**trial.config).to_dict())
             rest = {k: v for k, v in full.items() if k not in trial.config and not k.startswith("sweep.")}
             _log_params(_client(self.uri), self._trial_runs[trial], rest)
 
     def log_trial_end(self, trial, failed: bool = False):
-        run_dir = Path(self.trials_dir) / trial.trial_id       # Tune drops string results: derive it
+        run_dir = Path(self.trials_dir) / trial.trial_id  # Tune drops string results: derive it
         if trial in self._trial_runs:
             client = _client(self.uri)
             for name in ("config.yaml", "metrics.json", "samples.png"):
                 if (Path(run_dir) / name).is_file():
                     client.log_artifact(self._trial_runs[trial], str(Path(run_dir) / name))
-            if (Path(run_dir) / "metrics.json").is_file():     # which extractor produced these FID / IS numbers
+            if (Path(run_dir) / "metrics.json").is_file():  # which extractor produced these FID / IS numbers
                 m = json.loads((Path(run_dir) / "metrics.json").read_text())
                 client.set_tag(self._trial_runs[trial], "raysweep.extractor", m.get("extractor", ""))
                 client.set_tag(self._trial_runs[trial], "raysweep.task", m.get("task", ""))
                 client.set_tag(self._trial_runs[trial], "raysweep.generation", m.get("generation", ""))
-                for k in ("original_sha256", "unlearned_sha256", "extractor_sha256"):   # exact weights of this run
+                for k in ("original_sha256", "unlearned_sha256", "extractor_sha256"):  # exact weights of this run
                     client.set_tag(self._trial_runs[trial], f"raysweep.{k}", m.get(k) or "")
         super().log_trial_end(trial, failed)
 
@@ -127,15 +138,21 @@ def child_runs(uri: str, experiment: str, sweep: str | None = None) -> tuple[str
     if exp is None:
         raise ConfigError(f"no MLflow experiment {experiment!r} in {uri}")
     filt = f"tags.`{SWEEP_TAG}` = '{sweep}'" if sweep else f"tags.`{SWEEP_TAG}` != ''"
-    parents = client.search_runs([exp.experiment_id], filter_string=filt, order_by=["start_time DESC"],
-                                 max_results=1)
+    parents = client.search_runs([exp.experiment_id], filter_string=filt, order_by=["start_time DESC"], max_results=1)
     if not parents:
         raise ConfigError(f"no sweep {'named ' + repr(sweep) if sweep else ''} in experiment {experiment!r}")
     pid = parents[0].info.run_id
-    kids = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{pid}'",
-                              max_results=10000)
-    return pid, [{"trial": r.data.tags.get("trial_name", r.info.run_name), "params": dict(r.data.params),
-                  "metrics": dict(r.data.metrics)} for r in kids]
+    kids = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{pid}'", max_results=10000
+    )
+    return pid, [
+        {
+            "trial": r.data.tags.get("trial_name", r.info.run_name),
+            "params": dict(r.data.params),
+            "metrics": dict(r.data.metrics),
+        }
+        for r in kids
+    ]
 
 
 def serve_ui(uri: str, host: str = "127.0.0.1", port: int = 5000) -> int:

@@ -5,6 +5,7 @@
 AdamW with linear warmup then half-cycle cosine per iteration (docs/protocol.md §1.1), grad clipping, a checkpoint
 every epoch and resume from it, ``FloatingPointError`` on a non-finite loss.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,8 +13,9 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -28,9 +30,11 @@ STATE_FILE = "state.pt"
 
 class Hooks(Protocol):
     """What the loop needs from its runtime (Ray Train workers, plain DDP processes, or a single process)."""
+
     rank: int
     world: int
     device: torch.device
+
     def wrap(self, module: nn.Module) -> nn.Module: ...
     def report(self, metrics: dict, state: dict | None = None) -> None: ...
     def restore(self) -> dict | None: ...
@@ -58,8 +62,13 @@ def _to(batch: Any, device: torch.device) -> Any:
     return batch.to(device, non_blocking=True) if torch.is_tensor(batch) else batch
 
 
-def fit(job: Job, hooks: Hooks, seed: int | None = None, on_step: Callable[[int, dict], None] | None = None,
-        max_steps: int | None = None) -> dict | None:
+def fit(
+    job: Job,
+    hooks: Hooks,
+    seed: int | None = None,
+    on_step: Callable[[int, dict], None] | None = None,
+    max_steps: int | None = None,
+) -> dict | None:
     """Train ``job`` for its epochs; returns ``job.finish(...)`` on rank 0 (None elsewhere).
 
     ``seed`` (default ``job.seed``) fixes the data order and the step's draws; ``max_steps`` stops early
@@ -74,19 +83,22 @@ def fit(job: Job, hooks: Hooks, seed: int | None = None, on_step: Callable[[int,
     opt = torch.optim.AdamW(param_groups(job.params, h.weight_decay), lr=h.lr, betas=tuple(h.betas))
     start_epoch = 0
     state = hooks.restore()
-    if state is not None:                         # resume: a worker restart or a re-launched run
+    if state is not None:  # resume: a worker restart or a re-launched run
         module.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"]) + 1
         log.info("resuming %s from epoch %d", job.name, start_epoch)
     model = hooks.wrap(module)
-    sampler = DistributedSampler(job.dataset, num_replicas=hooks.world, rank=hooks.rank, shuffle=True, seed=seed,
-                                 drop_last=True)
+    sampler = DistributedSampler(
+        job.dataset, num_replicas=hooks.world, rank=hooks.rank, shuffle=True, seed=seed, drop_last=True
+    )
     loader = DataLoader(job.dataset, batch_size=h.batch_size, sampler=sampler, drop_last=True, num_workers=0)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
-        raise ValueError(f"{job.name}: {len(job.dataset)} training items are fewer than one batch of "
-                         f"{h.batch_size} x {hooks.world} workers; lower the batch size or add images")
+        raise ValueError(
+            f"{job.name}: {len(job.dataset)} training items are fewer than one batch of "
+            f"{h.batch_size} x {hooks.world} workers; lower the batch size or add images"
+        )
     gen = torch.Generator(device=dev)
     step = start_epoch * steps_per_epoch
     total = h.epochs * steps_per_epoch
@@ -105,8 +117,10 @@ def fit(job: Job, hooks: Hooks, seed: int | None = None, on_step: Callable[[int,
             out = job.step(model, _to(batch, dev), gen)
             loss = out["loss"]
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"{job.name}: non-finite loss {loss.item()} at epoch {epoch} step {i}; "
-                                         "lower the learning rate or alpha")
+                raise FloatingPointError(
+                    f"{job.name}: non-finite loss {loss.item()} at epoch {epoch} step {i}; "
+                    "lower the learning rate or alpha"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if h.grad_clip:
@@ -120,28 +134,46 @@ def fit(job: Job, hooks: Hooks, seed: int | None = None, on_step: Callable[[int,
             if on_step:
                 on_step(step, vals)
             if step % h.log_every == 0:
-                if hooks.rank == 0:                    # progress: one line per log_every steps, rank 0 only
+                if hooks.rank == 0:  # progress: one line per log_every steps, rank 0 only
                     rate = (step - step0) * h.batch_size * hooks.world / (time.perf_counter() - t0)
                     eta = (total - step) * h.batch_size * hooks.world / max(rate, 1e-9)
-                    log.info("%s step %d/%d (epoch %d) loss %.4g | %.0f img/s | ETA %.0f s", job.name, step, total,
-                             epoch + 1, vals["loss"], rate, eta)
-                hooks.report({**{f"train/{k}": v for k, v in vals.items()}, "train/lr": lr, "epoch": epoch,
-                              "step": step})
+                    log.info(
+                        "%s step %d/%d (epoch %d) loss %.4g | %.0f img/s | ETA %.0f s",
+                        job.name,
+                        step,
+                        total,
+                        epoch + 1,
+                        vals["loss"],
+                        rate,
+                        eta,
+                    )
+                hooks.report(
+                    {**{f"train/{k}": v for k, v in vals.items()}, "train/lr": lr, "epoch": epoch, "step": step}
+                )
             if max_steps is not None and step >= max_steps:
                 return None
         last = {f"train/{k}_epoch": v / max(n, 1) for k, v in sums.items()}
-        ckpt = {"model": module.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch} \
-            if hooks.rank == 0 else None
+        ckpt = (
+            {"model": module.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch} if hooks.rank == 0 else None
+        )
         hooks.report({**last, "epoch": epoch, "epochs_done": epoch + 1, "step": step}, ckpt)
         if hooks.rank == 0:
-            log.info("%s epoch %d/%d %s", job.name, epoch + 1, h.epochs,
-                     " ".join(f"{k}={v:.4g}" for k, v in last.items()))
+            log.info(
+                "%s epoch %d/%d %s", job.name, epoch + 1, h.epochs, " ".join(f"{k}={v:.4g}" for k, v in last.items())
+            )
     result = None
     if hooks.rank == 0:
         model.eval()
         result = job.finish(module, dev)
-    hooks.report({**last, **{k: v for k, v in (result or {}).items() if isinstance(v, (int, float))},
-                  "epoch": h.epochs - 1, "step": step, "done": 1})
+    hooks.report(
+        {
+            **last,
+            **{k: v for k, v in (result or {}).items() if isinstance(v, (int, float))},
+            "epoch": h.epochs - 1,
+            "step": step,
+            "done": 1,
+        }
+    )
     return result
 
 
@@ -171,6 +203,7 @@ class RayHooks:
     def __init__(self) -> None:
         import ray.train
         import ray.train.torch
+
         self._train = ray.train
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
@@ -178,6 +211,7 @@ class RayHooks:
 
     def wrap(self, module: nn.Module) -> nn.Module:
         import ray.train.torch
+
         return ray.train.torch.prepare_model(module, move_to_device=False)
 
     def report(self, metrics: dict, state: dict | None = None) -> None:
@@ -201,14 +235,16 @@ def _quiet_reports() -> None:
     progress line (rank 0, every ``log_every`` steps) replaces it."""
     try:
         from ray.train.v2._internal.execution import context
+
         logging.getLogger(context.__file__).setLevel(logging.WARNING)
-    except ImportError:   # another Ray layout: keep Ray's lines
+    except ImportError:  # another Ray layout: keep Ray's lines
         pass
 
 
 def train_loop_per_worker(config: dict) -> dict | None:
     """Ray Train entry point: ``{"job": name, "cfg": Config.to_dict(), **job kwargs}``."""
     from raysweep import jobs
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     _quiet_reports()
     cfg = Config.from_dict(config["cfg"])
@@ -216,10 +252,11 @@ def train_loop_per_worker(config: dict) -> dict | None:
     kwargs = {k: v for k, v in config.items() if k not in ("job", "cfg")}
     if config["job"] == "unlearn":
         from raysweep.evaluate import run_finisher
+
         kwargs["finish"] = run_finisher(cfg, hooks.rank, **kwargs)
     bench = kwargs.pop("bench_steps", None)
     job = jobs.JOBS[config["job"]](cfg, **kwargs)
-    if bench:                                   # benchmarks/throughput.py: steady-state images/s of this loop
+    if bench:  # benchmarks/throughput.py: steady-state images/s of this loop
         timer = StepTimer(warmup=bench["warmup"], images_per_step=job.hyper.batch_size * hooks.world)
         fit(job, hooks, on_step=timer, max_steps=bench["warmup"] + bench["steps"])
         return {"img_per_s": timer.rate()} if hooks.rank == 0 else None
@@ -232,19 +269,32 @@ def use_gpu(cfg: Config) -> bool:
 
 def ensure_ray() -> None:
     import ray
+
     if not ray.is_initialized():
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         # workers must see the same cache / data folders as the driver
         env = {k: v for k, v in os.environ.items() if k.startswith("RAYSWEEP_")}
-        ray.init(logging_level=logging.WARNING, log_to_driver=True, configure_logging=False,
-                 runtime_env={"env_vars": env} if env else None)
+        ray.init(
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+            configure_logging=False,
+            runtime_env={"env_vars": env} if env else None,
+        )
 
 
-def trainer(cfg: Config, job: str, storage: str | Path, name: str, callbacks: list | None = None,
-            max_failures: int = 1, **job_kwargs: Any):
+def trainer(
+    cfg: Config,
+    job: str,
+    storage: str | Path,
+    name: str,
+    callbacks: list | None = None,
+    max_failures: int = 1,
+    **job_kwargs: Any,
+):
     """A TorchTrainer for ``job`` with the configured workers (DDP; gloo on CPU, NCCL on GPU)."""
     import ray.train
     from ray.train.torch import TorchTrainer
+
     gpu = use_gpu(cfg)
     res = {"CPU": cfg.resources.cpus_per_worker}
     if gpu:
@@ -252,12 +302,17 @@ def trainer(cfg: Config, job: str, storage: str | Path, name: str, callbacks: li
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job, "cfg": cfg.to_dict(), **job_kwargs},
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.resources.num_workers, use_gpu=gpu,
-                                               resources_per_worker=res),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.resources.num_workers, use_gpu=gpu, resources_per_worker=res
+        ),
         run_config=ray.train.RunConfig(
-            name=name, storage_path=str(Path(storage).resolve()), callbacks=callbacks or [],
+            name=name,
+            storage_path=str(Path(storage).resolve()),
+            callbacks=callbacks or [],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            failure_config=ray.train.FailureConfig(max_failures=max_failures)))
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+        ),
+    )
 
 
 def run_job(cfg: Config, job: str, storage: str | Path, name: str, **job_kwargs: Any) -> dict | None:

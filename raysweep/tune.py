@@ -6,6 +6,7 @@ Ray 2.60 runs Train V2, so ``Tuner(TorchTrainer)`` no longer works (docs/ray.md 
 final metrics (Optuna is told the trial's last result). One study per model family: each family has its own YAML
 (its options differ) and its own FID scale, which a shared TPE model would mix up.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,9 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
-from typing import Any
 
 from raysweep.config import Config, ConfigError, flatten
 from raysweep.evaluate import METRICS_FILE
@@ -30,23 +31,30 @@ TUNE_DIR = "tune"
 def search_space(space: dict, base: Config) -> dict[str, Any]:
     """``{"unlearn.alpha": {"loguniform": [0.05, 2]}, ...}`` -> Ray Tune domains, keyed by the dotted path."""
     from ray import tune
+
     valid = flatten(base.to_dict())
     out: dict[str, Any] = {}
     for key, spec in space.items():
         if key not in valid and not key.startswith("model.options."):
-            raise ConfigError(f"sweep.space key {key!r} is not a config key; valid keys: "
-                              + ", ".join(k for k in valid if not k.startswith("sweep.")))
+            raise ConfigError(
+                f"sweep.space key {key!r} is not a config key; valid keys: "
+                + ", ".join(k for k in valid if not k.startswith("sweep."))
+            )
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in KINDS:
-            raise ConfigError(f"sweep.space.{key} must be one of {{kind: args}} with kind in {list(KINDS)}, "
-                              f"got {spec!r}")
+            raise ConfigError(
+                f"sweep.space.{key} must be one of {{kind: args}} with kind in {list(KINDS)}, got {spec!r}"
+            )
         kind, args = next(iter(spec.items()))
         if kind in ("loguniform", "uniform", "int"):
             if not (isinstance(args, list) and len(args) == 2 and args[0] < args[1]):
                 raise ConfigError(f"sweep.space.{key}.{kind} needs [low, high] with low < high, got {args!r}")
             if kind == "loguniform" and args[0] <= 0:
                 raise ConfigError(f"sweep.space.{key}.loguniform needs low > 0, got {args!r}")
-            out[key] = {"loguniform": tune.loguniform, "uniform": tune.uniform,
-                        "int": lambda lo, hi: tune.randint(lo, hi + 1)}[kind](*args)
+            out[key] = {
+                "loguniform": tune.loguniform,
+                "uniform": tune.uniform,
+                "int": lambda lo, hi: tune.randint(lo, hi + 1),
+            }[kind](*args)
         else:
             if not isinstance(args, list) or not args:
                 raise ConfigError(f"sweep.space.{key}.{kind} needs a non-empty list, got {args!r}")
@@ -69,18 +77,25 @@ def trial(params: dict, base: dict, storage: str) -> None:
 
     from raysweep.runner import job_kwargs
     from raysweep.train import trainer
+
     cfg = Config.from_dict(base).replace(**params)
     trial_id = ray.tune.get_context().get_trial_id()
     run_dir = Path(storage) / "trials" / trial_id
-    if not (run_dir / METRICS_FILE).is_file():     # finished before an interruption: report, do not rerun
+    if not (run_dir / METRICS_FILE).is_file():  # finished before an interruption: report, do not rerun
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        result = trainer(cfg, "unlearn", Path(storage) / "train", f"train-{trial_id}",
-                         callbacks=[TuneReportCallback()], **job_kwargs(cfg, run_dir)).fit()
+        result = trainer(
+            cfg,
+            "unlearn",
+            Path(storage) / "train",
+            f"train-{trial_id}",
+            callbacks=[TuneReportCallback()],
+            **job_kwargs(cfg, run_dir),
+        ).fit()
         if result.error:
             raise result.error
-    final = json.loads((run_dir / METRICS_FILE).read_text())     # written by rank 0, also after a resume
-    ray.tune.report(_numeric(final))          # numbers only (Tune drops strings); the folder is trials/<trial_id>
+    final = json.loads((run_dir / METRICS_FILE).read_text())  # written by rank 0, also after a resume
+    ray.tune.report(_numeric(final))  # numbers only (Tune drops strings); the folder is trials/<trial_id>
 
 
 @dataclass
@@ -101,6 +116,7 @@ def sweep_name(cfg: Config) -> str:
 def _storage(cfg: Config, resume: bool) -> tuple[str, Path]:
     """A fresh sweep never reuses the folder of a finished one (Train would silently 'resume' its runs)."""
     from raysweep.paths import results_dir
+
     base, name = results_dir(cfg.tracking.results_dir) / "sweeps", sweep_name(cfg)
     d, k = base / name, 1
     if not resume:
@@ -113,24 +129,32 @@ def _storage(cfg: Config, resume: bool) -> tuple[str, Path]:
 def _searcher(cfg: Config):
     from ray.tune.search import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
+
     s = cfg.sweep
     if any("grid" in spec for spec in s.space.values()):
-        return BasicVariantGenerator(random_state=s.seed)       # Optuna takes no grid_search
+        return BasicVariantGenerator(random_state=s.seed)  # Optuna takes no grid_search
     if len(s.metrics) == 1:
         return OptunaSearch(metric=s.metrics[0], mode=s.modes[0], seed=s.seed)
-    return OptunaSearch(metric=list(s.metrics), mode=list(s.modes), seed=s.seed)   # multi-objective TPE
+    return OptunaSearch(metric=list(s.metrics), mode=list(s.modes), seed=s.seed)  # multi-objective TPE
 
 
 def _scheduler(cfg: Config):
     if cfg.sweep.scheduler != "asha":
         return None
     from ray.tune.schedulers import ASHAScheduler
+
     # ASHA takes one metric (docs/ray.md §2): an intermediate one that the loop reports after every epoch. Trials it
     # stops are told to Optuna with their last values, which biases the front toward early-stopped trials.
     s = cfg.sweep
     max_epochs = max([cfg.unlearn.epochs] + [int(v) for v in _values(s.space.get("unlearn.epochs"))])
-    return ASHAScheduler(metric=s.asha_metric, mode=s.asha_mode, time_attr="epochs_done", max_t=max_epochs,
-                         grace_period=s.asha_grace_epochs, reduction_factor=2)
+    return ASHAScheduler(
+        metric=s.asha_metric,
+        mode=s.asha_mode,
+        time_attr="epochs_done",
+        max_t=max_epochs,
+        grace_period=s.asha_grace_epochs,
+        reduction_factor=2,
+    )
 
 
 def _values(spec: dict | None) -> list:
@@ -149,8 +173,9 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
     from raysweep.runner import preflight
     from raysweep.tracking import TrialCallback, log_frontier, parent_run, tracking_uri
     from raysweep.train import ensure_ray
+
     space = search_space(cfg.sweep.space, cfg)
-    preflight(cfg)                # bad input fails here, in the driver, before any Ray work
+    preflight(cfg)  # bad input fails here, in the driver, before any Ray work
     # intermediate reports (per log_every steps / per epoch) carry training metrics only; FIDs come with the final
     # report, which is the one Optuna is told
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -158,7 +183,7 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
     uri = tracking_uri(cfg, multi_node=len([n for n in ray.nodes() if n.get("Alive")]) > 1)
     name, storage = _storage(cfg, resume)
     storage.mkdir(parents=True, exist_ok=True)
-    ensure_models(cfg)            # before any trial: trials find the originals cached (and gated)
+    ensure_models(cfg)  # before any trial: trials find the originals cached (and gated)
     parent = parent_run(uri, cfg.tracking.experiment, name, cfg)
     trainable = tune.with_parameters(trial, base=cfg.to_dict(), storage=str(storage))
     path = storage / TUNE_DIR
@@ -169,43 +194,63 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
         if resume:
             log.warning("nothing to resume at %s; starting the sweep", path)
         tuner = tune.Tuner(
-            trainable, param_space=space,
-            tune_config=tune.TuneConfig(search_alg=_searcher(cfg), scheduler=_scheduler(cfg),
-                                        num_samples=cfg.sweep.num_samples,
-                                        max_concurrent_trials=cfg.resources.max_concurrent_trials),
-            run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(storage),
-                                      callbacks=[TrialCallback(uri, cfg.tracking.experiment, parent, cfg,
-                                                               str(storage / "trials"))],
-                                      failure_config=tune.FailureConfig(max_failures=2)))
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                search_alg=_searcher(cfg),
+                scheduler=_scheduler(cfg),
+                num_samples=cfg.sweep.num_samples,
+                max_concurrent_trials=cfg.resources.max_concurrent_trials,
+            ),
+            run_config=tune.RunConfig(
+                name=TUNE_DIR,
+                storage_path=str(storage),
+                callbacks=[TrialCallback(uri, cfg.tracking.experiment, parent, cfg, str(storage / "trials"))],
+                failure_config=tune.FailureConfig(max_failures=2),
+            ),
+        )
     grid = tuner.fit()
     points = []
     for r in grid:
         m = r.metrics or {}
         if "retain/fid" not in m:
             continue
-        points.append(Point(trial=m.get("trial_id", r.path), retain_fid=float(m["retain/fid"]),
-                            forget_fid=float(m["forget/fid"]),
-                            params={"model.family": cfg.model.family, "unlearn.noise": cfg.unlearn.noise, **r.config},
-                            extra={k: m[k] for k in m if k.startswith(("original/", "forget/", "retain/"))}))
+        points.append(
+            Point(
+                trial=m.get("trial_id", r.path),
+                retain_fid=float(m["retain/fid"]),
+                forget_fid=float(m["forget/fid"]),
+                params={"model.family": cfg.model.family, "unlearn.noise": cfg.unlearn.noise, **r.config},
+                extra={k: m[k] for k in m if k.startswith(("original/", "forget/", "retain/"))},
+            )
+        )
     return _finish(cfg, name, storage, uri, parent, points, log_frontier)
 
 
-def _finish(cfg: Config, name: str, storage: Path, uri: str, parent: str, points: list[Point],
-            log_frontier) -> SweepResult:
+def _finish(
+    cfg: Config, name: str, storage: Path, uri: str, parent: str, points: list[Point], log_frontier
+) -> SweepResult:
     front = pareto_front(points)
     files = [write_csv(points, storage / "frontier.csv")]
     orig = None
     if points and "original/retain/fid" in points[0].extra:
         orig = (points[0].extra["original/retain/fid"], points[0].extra["original/forget/fid"])
     files.append(plot(points, storage / "frontier.png", original=orig, title=f"{name}: retain vs forget FID"))
-    summary: dict[str, Any] = {"front": [{"trial": p.trial, "retain/fid": p.retain_fid, "forget/fid": p.forget_fid,
-                                          **p.params} for p in front], "metrics": {}}
+    summary: dict[str, Any] = {
+        "front": [
+            {"trial": p.trial, "retain/fid": p.retain_fid, "forget/fid": p.forget_fid, **p.params} for p in front
+        ],
+        "metrics": {},
+    }
     if orig and front:
         worst_retain = max(p.retain_fid for p in points if p.valid)
         hv = hypervolume(front, ref_retain=max(worst_retain, orig[0]) * 1.05, ref_forget=orig[1])
         best = max(front, key=lambda p: p.forget_fid / orig[1] if p.retain_fid <= 1.15 * orig[0] else -math.inf)
-        summary["metrics"] = {"frontier/hypervolume": hv, "frontier/size": len(front),
-                              "best/forget_fid_ratio": best.forget_fid / orig[1],
-                              "best/retain_fid_ratio": best.retain_fid / orig[0]}
+        summary["metrics"] = {
+            "frontier/hypervolume": hv,
+            "frontier/size": len(front),
+            "best/forget_fid_ratio": best.forget_fid / orig[1],
+            "best/retain_fid_ratio": best.retain_fid / orig[0],
+        }
     log_frontier(uri, parent, files, summary)
     return SweepResult(name, storage, uri, parent, points, front, files)

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny synthetic configs so that every test runs in seconds on 2 cores."""
+
 from __future__ import annotations
 
 import os
@@ -8,13 +9,32 @@ import torch
 
 from raysweep.config import Config
 
-TINY_MAE = {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2,
-            "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2}
-TINY_MAGE = {"img_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 32,
-             "decoder_depth": 1, "decoder_num_heads": 2, "tok_ch": 8, "tok_z_channels": 8, "tok_n_embed": 16,
-             "tok_num_res_blocks": 1, "tokenizer_epochs": 1, "decode_steps": 4}
-TINY_PALETTE = {"inner_channel": 32, "channel_mults": [1, 2], "res_blocks": 1, "timesteps": 100,
-                "sample_steps": 3}
+TINY_MAE = {
+    "img_size": 16,
+    "patch_size": 4,
+    "embed_dim": 32,
+    "depth": 1,
+    "num_heads": 2,
+    "decoder_embed_dim": 32,
+    "decoder_depth": 1,
+    "decoder_num_heads": 2,
+}
+TINY_MAGE = {
+    "img_size": 16,
+    "embed_dim": 32,
+    "depth": 1,
+    "num_heads": 2,
+    "decoder_embed_dim": 32,
+    "decoder_depth": 1,
+    "decoder_num_heads": 2,
+    "tok_ch": 8,
+    "tok_z_channels": 8,
+    "tok_n_embed": 16,
+    "tok_num_res_blocks": 1,
+    "tokenizer_epochs": 1,
+    "decode_steps": 4,
+}
+TINY_PALETTE = {"inner_channel": 32, "channel_mults": [1, 2], "res_blocks": 1, "timesteps": 100, "sample_steps": 3}
 # per family: model options that make the 16 px synthetic test configs fast
 TINY_OPTIONS = {"mae": TINY_MAE, "mage": TINY_MAGE, "palette": TINY_PALETTE}
 
@@ -23,9 +43,16 @@ def tiny_dict(tmp_path) -> dict:
     return {
         "name": "tiny",
         "model": {"family": "mae", "preset": "tiny", "options": dict(TINY_MAE)},
-        "data": {"dataset": "synthetic", "num_classes": 6, "image_size": 16, "forget_classes": [0, 1],
-                 "retain_classes": [2, 3], "images_per_class": 32, "test_images_per_class": 24,
-                 "val_images_per_class": 16},
+        "data": {
+            "dataset": "synthetic",
+            "num_classes": 6,
+            "image_size": 16,
+            "forget_classes": [0, 1],
+            "retain_classes": [2, 3],
+            "images_per_class": 32,
+            "test_images_per_class": 24,
+            "val_images_per_class": 16,
+        },
         # tiny models are far below the embedded default's quality bars: the gate reports but does not stop
         "pretrain": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "extractor_epochs": 1, "quality_gate": False},
         "unlearn": {"epochs": 2, "batch_size": 16, "log_every": 2, "lr": 5e-4, "warmup_epochs": 0.5},

@@ -1,5 +1,6 @@
 """Versioned caches: a producer's code cannot change without its recorded fingerprint (and, if behaviour changed, its
 version) being updated; cache keys follow versions, seeds, workers and the dataset's content."""
+
 import sys
 import textwrap
 
@@ -16,7 +17,8 @@ def test_producer_code_matches_its_recorded_fingerprint(name):
     assert now == p.fingerprint, (
         f"the code of cache producer {name!r} changed (fingerprint {now}, recorded {p.fingerprint}). If what it "
         f"writes changes, bump its version in raysweep/cache.py (now {p.version}) so stale caches are not reused; "
-        f"then record fingerprint {now!r}.")
+        f"then record fingerprint {now!r}."
+    )
 
 
 def _fingerprint_of(tmp_path, monkeypatch, version, body):
@@ -31,8 +33,9 @@ def _fingerprint_of(tmp_path, monkeypatch, version, body):
 
 def test_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path, monkeypatch):
     a = _fingerprint_of(tmp_path, monkeypatch, "a", "def f(x):\n    return x + 1\n")
-    b = _fingerprint_of(tmp_path, monkeypatch, "b",
-                        'def f(x):\n    """Adds one."""\n    # a comment\n    return (x +\n            1)\n')
+    b = _fingerprint_of(
+        tmp_path, monkeypatch, "b", 'def f(x):\n    """Adds one."""\n    # a comment\n    return (x +\n            1)\n'
+    )
     c = _fingerprint_of(tmp_path, monkeypatch, "c", "def f(x):\n    return x + 2\n")
     sys.modules.pop("fp_mod", None)
     assert a == b != c
@@ -40,20 +43,27 @@ def test_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path, monk
 
 def test_key_follows_the_producer_version(monkeypatch):
     k1 = cache.key("extractor", {"a": 1})
-    monkeypatch.setitem(PRODUCERS, "extractor", PRODUCERS["extractor"].__class__(
-        PRODUCERS["extractor"].version + 1, PRODUCERS["extractor"].sources, PRODUCERS["extractor"].fingerprint))
+    monkeypatch.setitem(
+        PRODUCERS,
+        "extractor",
+        PRODUCERS["extractor"].__class__(
+            PRODUCERS["extractor"].version + 1, PRODUCERS["extractor"].sources, PRODUCERS["extractor"].fingerprint
+        ),
+    )
     assert cache.key("extractor", {"a": 1}) != k1
 
 
 def test_original_key_covers_seed_workers_and_dataset_content(tiny_cfg, monkeypatch):
     from raysweep.pretrain import extractor_key, original_key
+
     base = original_key(tiny_cfg)
     assert original_key(tiny_cfg.replace(**{"pretrain.seed": 1})) != base
     assert original_key(tiny_cfg.replace(**{"resources.num_workers": 1})) != base
-    assert original_key(tiny_cfg.replace(**{"unlearn.alpha": 0.9})) == base          # unlearning-only settings
+    assert original_key(tiny_cfg.replace(**{"unlearn.alpha": 0.9})) == base  # unlearning-only settings
     assert original_key(tiny_cfg.replace(**{"pretrain.quality_gate": False})) == base
     ext = extractor_key(tiny_cfg)
-    assert extractor_key(tiny_cfg.replace(**{"pretrain.seed": 1})) == ext             # the extractor is shared
+    assert extractor_key(tiny_cfg.replace(**{"pretrain.seed": 1})) == ext  # the extractor is shared
     import raysweep.data.datasets as ds
+
     monkeypatch.setattr(ds, "dataset_fingerprint", lambda cfg: "other-content")
     assert original_key(tiny_cfg) != base and extractor_key(tiny_cfg) != ext

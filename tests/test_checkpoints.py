@@ -1,4 +1,5 @@
 """Official checkpoint layouts (docs/protocol.md §5.3), built here key by key from the documented layout."""
+
 import pickle
 
 import pytest
@@ -14,21 +15,44 @@ def vit_block_shapes(prefix: str, n: int, d: int) -> dict[str, tuple]:
     sd = {}
     for i in range(n):
         b = f"{prefix}.{i}."
-        sd.update({b + "norm1.weight": (d,), b + "norm1.bias": (d,), b + "attn.qkv.weight": (3 * d, d),
-                   b + "attn.qkv.bias": (3 * d,), b + "attn.proj.weight": (d, d), b + "attn.proj.bias": (d,),
-                   b + "norm2.weight": (d,), b + "norm2.bias": (d,), b + "mlp.fc1.weight": (4 * d, d),
-                   b + "mlp.fc1.bias": (4 * d,), b + "mlp.fc2.weight": (d, 4 * d), b + "mlp.fc2.bias": (d,)})
+        sd.update(
+            {
+                b + "norm1.weight": (d,),
+                b + "norm1.bias": (d,),
+                b + "attn.qkv.weight": (3 * d, d),
+                b + "attn.qkv.bias": (3 * d,),
+                b + "attn.proj.weight": (d, d),
+                b + "attn.proj.bias": (d,),
+                b + "norm2.weight": (d,),
+                b + "norm2.bias": (d,),
+                b + "mlp.fc1.weight": (4 * d, d),
+                b + "mlp.fc1.bias": (4 * d,),
+                b + "mlp.fc2.weight": (d, 4 * d),
+                b + "mlp.fc2.bias": (d,),
+            }
+        )
     return sd
 
 
 def official_mae_vit_base_state() -> dict[str, torch.Tensor]:
     """mae_vit_base_patch16_dec512d8b keys and shapes as facebookresearch/mae saves them (not built from our model)."""
     D, Dd, L = 768, 512, 197
-    sd = {"cls_token": (1, 1, D), "pos_embed": (1, L, D), "patch_embed.proj.weight": (D, 3, 16, 16),
-          "patch_embed.proj.bias": (D,), "norm.weight": (D,), "norm.bias": (D,),
-          "decoder_embed.weight": (Dd, D), "decoder_embed.bias": (Dd,), "mask_token": (1, 1, Dd),
-          "decoder_pos_embed": (1, L, Dd), "decoder_norm.weight": (Dd,), "decoder_norm.bias": (Dd,),
-          "decoder_pred.weight": (16 * 16 * 3, Dd), "decoder_pred.bias": (16 * 16 * 3,)}
+    sd = {
+        "cls_token": (1, 1, D),
+        "pos_embed": (1, L, D),
+        "patch_embed.proj.weight": (D, 3, 16, 16),
+        "patch_embed.proj.bias": (D,),
+        "norm.weight": (D,),
+        "norm.bias": (D,),
+        "decoder_embed.weight": (Dd, D),
+        "decoder_embed.bias": (Dd,),
+        "mask_token": (1, 1, Dd),
+        "decoder_pos_embed": (1, L, Dd),
+        "decoder_norm.weight": (Dd,),
+        "decoder_norm.bias": (Dd,),
+        "decoder_pred.weight": (16 * 16 * 3, Dd),
+        "decoder_pred.bias": (16 * 16 * 3,),
+    }
     sd.update(vit_block_shapes("blocks", 12, D))
     sd.update(vit_block_shapes("decoder_blocks", 8, Dd))
     g = torch.Generator().manual_seed(0)
@@ -62,7 +86,7 @@ def test_wrong_layout_lists_the_differences(official_file, tmp_path):
     torch.save({"model": bad}, p)
     with pytest.raises(CheckpointError, match=r"missing keys: norm\.weight.*unexpected keys: head\.weight"):
         get_family("mae").build(ModelConfig(preset="vit_base", checkpoint=str(p)))
-    with pytest.raises(CheckpointError, match="shape mismatches"):       # a ViT-B file into the tiny preset
+    with pytest.raises(CheckpointError, match="shape mismatches"):  # a ViT-B file into the tiny preset
         get_family("mae").build(ModelConfig(preset="tiny", checkpoint=str(official_file[0])))
 
 
@@ -82,8 +106,9 @@ def test_corrupt_and_unsafe_checkpoints_are_refused(tmp_path):
     class Evil:
         def __reduce__(self):
             return (print, ("pwned",))
+
     q = tmp_path / "evil.pth"
     with open(q, "wb") as f:
         pickle.dump({"model": Evil()}, f)
-    with pytest.raises(CheckpointError):                                  # weights_only=True refuses code
+    with pytest.raises(CheckpointError):  # weights_only=True refuses code
         read_state_dict(q)

@@ -1,4 +1,5 @@
 """Bad input through the command line: a clear message, exit code 2, nothing written. Runs no Ray job."""
+
 import numpy as np
 import yaml
 
@@ -35,8 +36,9 @@ def test_class_overlap_and_out_of_range(tmp_path, capsys):
 
 
 def test_missing_checkpoint_says_where_to_get_it(tmp_path, capsys):
-    code, err = run(capsys, "--config", str(write_cfg(tmp_path)),
-                    f"model.checkpoint={tmp_path}/mae_visualize_vit_base.pth")
+    code, err = run(
+        capsys, "--config", str(write_cfg(tmp_path)), f"model.checkpoint={tmp_path}/mae_visualize_vit_base.pth"
+    )
     assert code == 2 and "not found" in err and "dl.fbaipublicfiles.com" in err
 
 
@@ -49,6 +51,7 @@ def test_corrupt_checkpoint(tmp_path, capsys):
 
 def _folders(root, counts):
     from PIL import Image
+
     for split in ("train", "val"):
         for name, n in counts.items():
             d = root / split / name
@@ -58,8 +61,13 @@ def _folders(root, counts):
 
 
 def test_dataset_not_found_and_empty_split(tmp_path, capsys):
-    data = {"dataset": "image_folder", "root": str(tmp_path / "nowhere"), "class_names": ["a", "b", "c", "d"],
-            "forget_classes": [0], "retain_classes": [1]}
+    data = {
+        "dataset": "image_folder",
+        "root": str(tmp_path / "nowhere"),
+        "class_names": ["a", "b", "c", "d"],
+        "forget_classes": [0],
+        "retain_classes": [1],
+    }
     code, err = run(capsys, "--config", str(write_cfg(tmp_path, data=data)))
     assert code == 2 and "DatasetNotFoundError" in err and "train/ and val/" in err
     _folders(tmp_path / "imgs", {"a": 2, "b": 0, "c": 1, "d": 1})
@@ -69,7 +77,33 @@ def test_dataset_not_found_and_empty_split(tmp_path, capsys):
 
 
 def test_format_table():
-    m = {"retain/fid": 11.0, "forget/fid": 40.0, "retain/is": 3.0, "forget/is": 2.0, "original/retain/fid": 10.0,
-         "original/forget/fid": 10.0, "original/retain/is": 3.0, "original/forget/is": 3.0, "extractor": "x"}
+    m = {
+        "retain/fid": 11.0,
+        "forget/fid": 40.0,
+        "retain/is": 3.0,
+        "forget/is": 2.0,
+        "original/retain/fid": 10.0,
+        "original/forget/fid": 10.0,
+        "original/retain/is": 3.0,
+        "original/forget/is": 3.0,
+        "extractor": "x",
+    }
     t = format_table(m)
     assert "4.00x" in t and "1.10x" in t and "extractor: x" in t
+
+
+def test_commands_default_to_the_packaged_embedded_default_from_any_folder(tmp_path, monkeypatch):
+    from raysweep.cli import _config, build_parser
+
+    monkeypatch.chdir(tmp_path)
+    for cmd in ("unlearn", "pretrain", "sweep"):
+        cfg = _config(build_parser().parse_args([cmd, "--smoke-test"]))
+        assert cfg.name == "mae_fmnist" and cfg.smoke_test and cfg.model.family == "mae"
+    assert _config(build_parser().parse_args(["unlearn", "--config", "palette_fmnist"])).model.family == "palette"
+
+
+def test_yaml_syntax_error_is_one_message(tmp_path, capsys):
+    p = tmp_path / "broken.yaml"
+    p.write_text("data: {forget_classes: [0, 1\n")
+    code, err = run(capsys, "--config", str(p))
+    assert code == 2 and "broken.yaml is not valid YAML" in err and "Traceback" not in err

@@ -1,4 +1,5 @@
 """cluster.yaml (and its commented GCP / on-prem variants) pass Ray's autoscaler validator."""
+
 import copy
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def _commented_block(marker: str) -> dict:
 def test_aws_cluster_validates():
     cfg = yaml.safe_load(CLUSTER.read_text())
     validate_config(prepare_config(copy.deepcopy(cfg)))
-    assert cfg["available_node_types"]["head"]["resources"] == {"CPU": 0}          # no trials on the head
+    assert cfg["available_node_types"]["head"]["resources"] == {"CPU": 0}  # no trials on the head
     assert any("pip install" in c and "raysweep" in c for c in cfg["setup_commands"])
 
 

@@ -26,8 +26,9 @@ def test_official_rule_real_retain_only():
 
 
 def test_official_rule_with_proxy_oversamples_forget():
-    cfg = DataConfig(dataset="synthetic", forget_classes=[0, 1], retain_classes=[2, 3], images_per_class=10,
-                     proxy_ratio=1.0)
+    cfg = DataConfig(
+        dataset="synthetic", forget_classes=[0, 1], retain_classes=[2, 3], images_per_class=10, proxy_ratio=1.0
+    )
     s = unlearn_split(labels(), cfg, 10)
     pcs = proxy_classes(cfg, 10)
     assert pcs == [4, 5, 6, 7, 8, 9]
@@ -39,23 +40,41 @@ def test_official_rule_with_proxy_oversamples_forget():
 
 
 def test_proxy_only_and_retain_ratio():
-    cfg = DataConfig(dataset="synthetic", forget_classes=[0], retain_classes=[1], images_per_class=10,
-                     retain_ratio=0.0, proxy_ratio=0.5)
+    cfg = DataConfig(
+        dataset="synthetic",
+        forget_classes=[0],
+        retain_classes=[1],
+        images_per_class=10,
+        retain_ratio=0.0,
+        proxy_ratio=0.5,
+    )
     s = unlearn_split(labels(), cfg, 10)
     assert s.n_retain == 0 and s.n_proxy > 0
-    cfg = DataConfig(dataset="synthetic", forget_classes=[0], retain_classes=[1], images_per_class=10,
-                     retain_ratio=0.5, oversample=False)
+    cfg = DataConfig(
+        dataset="synthetic",
+        forget_classes=[0],
+        retain_classes=[1],
+        images_per_class=10,
+        retain_ratio=0.5,
+        oversample=False,
+    )
     s = unlearn_split(labels(), cfg, 10)
     assert (s.n_forget, s.n_retain) == (10, 5) and len(s) == 15
 
 
 def test_empty_split_errors():
     cfg = DataConfig(dataset="synthetic", forget_classes=[0], retain_classes=[1], images_per_class=5)
-    lab = torch.zeros(20, dtype=torch.long)                      # class 1 has no image
+    lab = torch.zeros(20, dtype=torch.long)  # class 1 has no image
     with pytest.raises(EmptySplitError, match="class 1 .*retain.* no images"):
         unlearn_split(lab, cfg, 2)
-    cfg = DataConfig(dataset="synthetic", forget_classes=[0, 1], retain_classes=[], images_per_class=5,
-                     retain_ratio=0.0, proxy_ratio=1.0)
+    cfg = DataConfig(
+        dataset="synthetic",
+        forget_classes=[0, 1],
+        retain_classes=[],
+        images_per_class=5,
+        retain_ratio=0.0,
+        proxy_ratio=1.0,
+    )
     with pytest.raises(EmptySplitError, match="no proxy class"):
         unlearn_split(labels(2), cfg, 2)
     with pytest.raises(EmptySplitError, match="retain_classes is empty"):
@@ -63,18 +82,27 @@ def test_empty_split_errors():
 
 
 def test_eval_split_groups_are_disjoint_and_sized():
-    cfg = DataConfig(dataset="synthetic", forget_classes=[0, 1], retain_classes=[2], test_images_per_class=7,
-                     val_images_per_class=5)
+    cfg = DataConfig(
+        dataset="synthetic", forget_classes=[0, 1], retain_classes=[2], test_images_per_class=7, val_images_per_class=5
+    )
     e = eval_split(labels(), cfg)
     lab = labels()
     assert len(e.forget) == 14 and len(e.retain) == 7
     assert {int(lab[i]) for i in e.forget} == {0, 1} and {int(lab[i]) for i in e.retain} == {2}
     v = eval_split(labels(), cfg, "val")
     assert len(v.forget) == 10 and len(v.retain) == 5
-    assert not set(v.forget + v.retain) & set(e.forget + e.retain)          # validation never overlaps test
+    assert not set(v.forget + v.retain) & set(e.forget + e.retain)  # validation never overlaps test
     with pytest.raises(EmptySplitError, match="val_images_per_class"):
-        eval_split(labels(), DataConfig(dataset="synthetic", forget_classes=[0], retain_classes=[2],
-                                        test_images_per_class=40, val_images_per_class=40))
+        eval_split(
+            labels(),
+            DataConfig(
+                dataset="synthetic",
+                forget_classes=[0],
+                retain_classes=[2],
+                test_images_per_class=40,
+                val_images_per_class=40,
+            ),
+        )
 
 
 @pytest.mark.parametrize("forget,retain", [([0, 1, 2], [3, 4, 5]), ([5, 3, 1], [0, 2, 4]), ([4, 0], [5, 2])])
@@ -83,18 +111,31 @@ def test_unlearning_images_were_all_seen_in_pretraining(forget, retain):
     order (the paper unlearns data the original was trained on), and a class gets the same images whatever the
     lists."""
     lab = labels(6, 50)
-    cfg = DataConfig(dataset="synthetic", num_classes=6, forget_classes=forget, retain_classes=retain,
-                     images_per_class=10, pretrain_images_per_class=20, proxy_ratio=0.5 if len(forget) < 3 else 0)
+    cfg = DataConfig(
+        dataset="synthetic",
+        num_classes=6,
+        forget_classes=forget,
+        retain_classes=retain,
+        images_per_class=10,
+        pretrain_images_per_class=20,
+        proxy_ratio=0.5 if len(forget) < 3 else 0,
+    )
     pre = set(pretrain_indices(lab, cfg, 6))
     assert len(pre) == 6 * 20
     s = unlearn_split(lab, cfg, 6)
     assert set(s.indices) <= pre
-    other = DataConfig(dataset="synthetic", num_classes=6, forget_classes=list(reversed(retain)),
-                       retain_classes=list(reversed(forget)), images_per_class=10, pretrain_images_per_class=20)
+    other = DataConfig(
+        dataset="synthetic",
+        num_classes=6,
+        forget_classes=list(reversed(retain)),
+        retain_classes=list(reversed(forget)),
+        images_per_class=10,
+        pretrain_images_per_class=20,
+    )
     assert pretrain_indices(lab, other, 6) == sorted(pre)
     mine = {i for i, f in zip(s.indices, s.is_forget) if f}
     theirs = {i for i, f in zip(unlearn_split(lab, other, 6).indices, unlearn_split(lab, other, 6).is_forget) if not f}
-    assert mine <= theirs                    # the forget classes' images are the same when they are retain classes
+    assert mine <= theirs  # the forget classes' images are the same when they are retain classes
 
 
 def test_class_out_of_range_names_valid_range():
@@ -143,6 +184,7 @@ def test_fashion_mnist_not_found_names_all_three_places(tmp_path, monkeypatch):
     class Offline:
         def __init__(self, *a, **k):
             raise RuntimeError("no internet")
+
     monkeypatch.setattr("torchvision.datasets.FashionMNIST", Offline)
     with pytest.raises(DatasetNotFoundError) as e:
         datasets.fashion_mnist(train=True, size=32)
@@ -152,19 +194,27 @@ def test_fashion_mnist_not_found_names_all_three_places(tmp_path, monkeypatch):
 
 def test_image_folder_layout(tmp_path):
     from PIL import Image
+
     for split in ("train", "val"):
         for name in ("n01", "n02"):
             d = tmp_path / split / name
             d.mkdir(parents=True)
             for i in range(3):
                 Image.fromarray(np.full((40, 50, 3), 40 * i, np.uint8)).save(d / f"{i}.JPEG")
-    cfg = DataConfig(dataset="image_folder", root=str(tmp_path), class_names=["n02", "n01"], image_size=32,
-                     forget_classes=[0], retain_classes=[1])
+    cfg = DataConfig(
+        dataset="image_folder",
+        root=str(tmp_path),
+        class_names=["n02", "n01"],
+        image_size=32,
+        forget_classes=[0],
+        retain_classes=[1],
+    )
     ds = load_dataset(cfg, train=False)
     x, y = ds[0]
     assert x.shape == (3, 32, 32) and y == 0 and len(ds) == 6
-    bad = DataConfig(dataset="image_folder", root=str(tmp_path / "missing"), class_names=["a"], forget_classes=[0],
-                     retain_classes=[])
+    bad = DataConfig(
+        dataset="image_folder", root=str(tmp_path / "missing"), class_names=["a"], forget_classes=[0], retain_classes=[]
+    )
     with pytest.raises(DatasetNotFoundError, match="train/ and val/"):
         load_dataset(bad, train=True)
 
@@ -177,9 +227,10 @@ def test_image_folder_needs_root():
 def test_concurrent_staging_does_not_collide(tmp_path, monkeypatch):
     """Two Ray workers stage a cold cache at once (seen in a cold-cache sweep): both must succeed."""
     import multiprocessing as mp
+
     src = _fake_fmnist(tmp_path)
     monkeypatch.setenv("RAYSWEEP_DATA", str(src))
-    ctx = mp.get_context("spawn")        # fork after torch initialised its thread pool can deadlock
+    ctx = mp.get_context("spawn")  # fork after torch initialised its thread pool can deadlock
     procs = [ctx.Process(target=datasets.fashion_mnist, args=(True, 32)) for _ in range(4)]
     for p in procs:
         p.start()

@@ -13,14 +13,14 @@ def P(name, r, f, noise="gaussian"):
 def test_pareto_front_min_retain_max_forget():
     pts = [P("a", 10, 50), P("b", 12, 80), P("c", 11, 40), P("d", 15, 80), P("e", 9, 20)]
     front = pareto_front(pts)
-    assert [p.trial for p in front] == ["e", "a", "b"]      # c dominated by a, d by b
+    assert [p.trial for p in front] == ["e", "a", "b"]  # c dominated by a, d by b
     assert dominates(pts[0], pts[2]) and not dominates(pts[0], pts[1])
 
 
 def test_ties_and_nans():
     pts = [P("a", 10, 50), P("b", 10, 50), P("n", float("nan"), 90), P("i", 5, math.inf), P("c", 11, 50)]
     front = pareto_front(pts)
-    assert [p.trial for p in front] == ["a", "b"]             # exact ties both kept; NaN / inf left out
+    assert [p.trial for p in front] == ["a", "b"]  # exact ties both kept; NaN / inf left out
     assert pareto_front([]) == []
 
 

@@ -1,4 +1,5 @@
 """Checks that need hardware or files this machine lacks: they skip cleanly when absent."""
+
 import os
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from raysweep.models import get_family
 
 @pytest.mark.weights
 def test_official_mae_vit_base_completes_images():
-    path = Path(os.environ.get("RAYSWEEP_WEIGHTS", "~/.cache/raysweep/weights")).expanduser() / \
-        "mae_visualize_vit_base.pth"
+    path = (
+        Path(os.environ.get("RAYSWEEP_WEIGHTS", "~/.cache/raysweep/weights")).expanduser()
+        / "mae_visualize_vit_base.pth"
+    )
     if not path.is_file():
         pytest.skip(f"{path} not present (download mae_visualize_vit_base.pth from facebookresearch/mae)")
     fam = get_family("mae")
@@ -29,6 +32,7 @@ def test_unlearning_step_on_cuda(tiny_cfg, tmp_path):
         pytest.skip("no CUDA device")
     from raysweep.jobs import pretrain_job, unlearn_job
     from raysweep.train import LocalHooks, fit
+
     fit(pretrain_job(tiny_cfg, output=str(tmp_path / "o.pt")), LocalHooks("cuda"), 0)
     job = unlearn_job(tiny_cfg, original=str(tmp_path / "o.pt"), finish=lambda m, d: None)
     fit(job, LocalHooks("cuda"), 0)

@@ -12,8 +12,8 @@ def test_eq10_l2_form_matches_hand_computation():
     out = ours(s, t, f, alpha=0.5, form="l2")
     # retain rows 0, 2: L2 distances 5 and 0 -> mean 2.5; forget row 1: sqrt(2)
     assert out["retain"].item() == pytest.approx(2.5)
-    assert out["forget"].item() == pytest.approx(2 ** 0.5)
-    assert out["loss"].item() == pytest.approx(2.5 + 0.5 * 2 ** 0.5)
+    assert out["forget"].item() == pytest.approx(2**0.5)
+    assert out["loss"].item() == pytest.approx(2.5 + 0.5 * 2**0.5)
 
 
 def test_official_mse_form_divides_by_full_batch():

@@ -1,5 +1,6 @@
 """MAGE / VQ-GAN family: official key layouts (docs/protocol.md §5.1), masks, MaskGIT decoding, tied vs untied
 decoder under unlearning."""
+
 import copy
 
 import pytest
@@ -15,8 +16,16 @@ mage = get_family("mage")
 
 
 def _resblock(sd: dict, b: str, cin: int, cout: int) -> None:
-    sd.update({b + "norm1.weight": (cin,), b + "norm1.bias": (cin,), b + "conv1.weight": (cout, cin, 3, 3),
-               b + "norm2.weight": (cout,), b + "norm2.bias": (cout,), b + "conv2.weight": (cout, cout, 3, 3)})
+    sd.update(
+        {
+            b + "norm1.weight": (cin,),
+            b + "norm1.bias": (cin,),
+            b + "conv1.weight": (cout, cin, 3, 3),
+            b + "norm2.weight": (cout,),
+            b + "norm2.bias": (cout,),
+            b + "conv2.weight": (cout, cout, 3, 3),
+        }
+    )
     if cin != cout:
         sd[b + "nin_shortcut.weight"] = (cout, cout, 1, 1)
 
@@ -34,34 +43,65 @@ def official_vqgan_state() -> dict[str, tuple]:
     for k in ("block_1", "block_2"):
         _resblock(sd, f"encoder.mid.{k}.", cin, cin)
         _resblock(sd, f"decoder.mid.{k}.", cin, cin)
-    sd.update({"encoder.norm_out.weight": (cin,), "encoder.norm_out.bias": (cin,),
-               "encoder.conv_out.weight": (z, cin, 1, 1), "encoder.conv_out.bias": (z,),
-               "decoder.conv_in.weight": (cin, z, 3, 3), "decoder.conv_in.bias": (cin,)})
+    sd.update(
+        {
+            "encoder.norm_out.weight": (cin,),
+            "encoder.norm_out.bias": (cin,),
+            "encoder.conv_out.weight": (z, cin, 1, 1),
+            "encoder.conv_out.bias": (z,),
+            "decoder.conv_in.weight": (cin, z, 3, 3),
+            "decoder.conv_in.bias": (cin,),
+        }
+    )
     for i in reversed(range(len(mult))):
         for j in range(2):
             _resblock(sd, f"decoder.up.{i}.block.{j}.", cin, ch * mult[i])
             cin = ch * mult[i]
         if i:
-            sd.update({f"decoder.up.{i}.upsample.conv.weight": (cin, cin, 3, 3),
-                       f"decoder.up.{i}.upsample.conv.bias": (cin,)})
-    sd.update({"decoder.norm_out.weight": (cin,), "decoder.norm_out.bias": (cin,),
-               "decoder.conv_out.weight": (3, cin, 3, 3), "decoder.conv_out.bias": (3,),
-               "quantize.embedding.weight": (1024, z)})
+            sd.update(
+                {f"decoder.up.{i}.upsample.conv.weight": (cin, cin, 3, 3), f"decoder.up.{i}.upsample.conv.bias": (cin,)}
+            )
+    sd.update(
+        {
+            "decoder.norm_out.weight": (cin,),
+            "decoder.norm_out.bias": (cin,),
+            "decoder.conv_out.weight": (3, cin, 3, 3),
+            "decoder.conv_out.bias": (3,),
+            "quantize.embedding.weight": (1024, z),
+        }
+    )
     return sd
 
 
 def official_mage_state(with_vqgan: bool = True) -> dict[str, torch.Tensor]:
     """mage-vitb-1600.pth ``model`` keys / shapes (official §5.1), not built from our module."""
     D, V, L = 768, 2025, 257
-    sd = {"cls_token": (1, 1, D), "pos_embed": (1, L, D), "patch_embed.proj.weight": (D, 3, 16, 16),
-          "patch_embed.proj.bias": (D,), "token_emb.word_embeddings.weight": (V, D),
-          "token_emb.position_embeddings.weight": (L, D), "token_emb.LayerNorm.weight": (D,),
-          "token_emb.LayerNorm.bias": (D,), "norm.weight": (D,), "norm.bias": (D,),
-          "decoder_embed.weight": (D, D), "decoder_embed.bias": (D,), "mask_token": (1, 1, D),
-          "decoder_pos_embed": (1, L, D), "decoder_pos_embed_learned": (1, L, D), "decoder_norm.weight": (D,),
-          "decoder_norm.bias": (D,), "decoder_pred.weight": (16 * 16 * 3, D), "decoder_pred.bias": (16 * 16 * 3,),
-          "mlm_layer.fc.weight": (D, D), "mlm_layer.fc.bias": (D,), "mlm_layer.ln.weight": (D,),
-          "mlm_layer.ln.bias": (D,), "mlm_layer.bias": (1, 1, V)}
+    sd = {
+        "cls_token": (1, 1, D),
+        "pos_embed": (1, L, D),
+        "patch_embed.proj.weight": (D, 3, 16, 16),
+        "patch_embed.proj.bias": (D,),
+        "token_emb.word_embeddings.weight": (V, D),
+        "token_emb.position_embeddings.weight": (L, D),
+        "token_emb.LayerNorm.weight": (D,),
+        "token_emb.LayerNorm.bias": (D,),
+        "norm.weight": (D,),
+        "norm.bias": (D,),
+        "decoder_embed.weight": (D, D),
+        "decoder_embed.bias": (D,),
+        "mask_token": (1, 1, D),
+        "decoder_pos_embed": (1, L, D),
+        "decoder_pos_embed_learned": (1, L, D),
+        "decoder_norm.weight": (D,),
+        "decoder_norm.bias": (D,),
+        "decoder_pred.weight": (16 * 16 * 3, D),
+        "decoder_pred.bias": (16 * 16 * 3,),
+        "mlm_layer.fc.weight": (D, D),
+        "mlm_layer.fc.bias": (D,),
+        "mlm_layer.ln.weight": (D,),
+        "mlm_layer.ln.bias": (D,),
+        "mlm_layer.bias": (1, 1, V),
+    }
     sd.update(vit_block_shapes("blocks", 12, D))
     sd.update(vit_block_shapes("decoder_blocks", 8, D))
     if with_vqgan:
@@ -78,8 +118,9 @@ def official_files(tmp_path_factory):
     state = official_mage_state()
     torch.save({"model": state}, d / "mage-vitb-1600.pth")
     torch.save({"model": {k: v for k, v in state.items() if not k.startswith("vqgan.")}}, d / "mage-novq.pth")
-    torch.save({"state_dict": {k[6:]: v for k, v in state.items() if k.startswith("vqgan.")}},
-               d / "vqgan_jax_strongaug.ckpt")
+    torch.save(
+        {"state_dict": {k[6:]: v for k, v in state.items() if k.startswith("vqgan.")}}, d / "vqgan_jax_strongaug.ckpt"
+    )
     return d, state
 
 
@@ -90,8 +131,14 @@ def test_official_mage_vit_base_loads_strictly(official_files):
     assert set(own) == set(state)
     assert all(torch.equal(own[k], state[k]) for k in state)
     # the tokenizer from its own file (vqgan_jax_strongaug.ckpt, key state_dict)
-    m2 = mage.build(ModelConfig(family="mage", preset="vit_base", checkpoint=str(d / "mage-novq.pth"),
-                                options={"tokenizer_checkpoint": str(d / "vqgan_jax_strongaug.ckpt")}))
+    m2 = mage.build(
+        ModelConfig(
+            family="mage",
+            preset="vit_base",
+            checkpoint=str(d / "mage-novq.pth"),
+            options={"tokenizer_checkpoint": str(d / "vqgan_jax_strongaug.ckpt")},
+        )
+    )
     assert torch.equal(m2.vqgan.quantize.embedding.weight, state["vqgan.quantize.embedding.weight"])
     assert m2.grid == 16 and m2.mask_token_label == 2024 and m2.fake_class_label == 1100
     x = torch.rand(1, 3, 256, 256)
@@ -111,8 +158,19 @@ def test_official_mage_errors(official_files, tmp_path):
         mage.build(ModelConfig(family="mage", preset="tiny", checkpoint=str(tmp_path / "mage-vitb-1600.pth")))
 
 
-TINY = {"img_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 32, "decoder_depth": 1,
-        "decoder_num_heads": 2, "tok_ch": 8, "tok_z_channels": 8, "tok_n_embed": 16, "tok_num_res_blocks": 1}
+TINY = {
+    "img_size": 16,
+    "embed_dim": 32,
+    "depth": 1,
+    "num_heads": 2,
+    "decoder_embed_dim": 32,
+    "decoder_depth": 1,
+    "decoder_num_heads": 2,
+    "tok_ch": 8,
+    "tok_z_channels": 8,
+    "tok_n_embed": 16,
+    "tok_num_res_blocks": 1,
+}
 
 
 def tiny(**opts):
@@ -127,16 +185,16 @@ def test_training_masks_follow_mage():
     for _ in range(50):
         ctx = mage.training_masks(m, 4, g, torch.device("cpu"))
         drop, masked = ctx["drop"], ctx["masked"]
-        assert not drop[:, 0].any() and not masked[:, 0].any()          # the class token is always kept
-        assert bool((drop <= masked).all())                              # dropped tokens are masked tokens
-        assert (drop.sum(1) == 32).all()                                 # ceil(64 * 0.5)
+        assert not drop[:, 0].any() and not masked[:, 0].any()  # the class token is always kept
+        assert bool((drop <= masked).all())  # dropped tokens are masked tokens
+        assert (drop.sum(1) == 32).all()  # ceil(64 * 0.5)
         rates.append(int(masked[0].sum()) / 64)
     assert min(rates) >= 0.5 and max(rates) <= 1.0 and len(set(rates)) > 5
 
 
 def test_task_token_masks_margin():
     mask = task_mask(TaskConfig("center", 0.5), 2, 32)
-    assert int(mage.task_token_masks(tiny(img_size=32), mask)["masked"][0].sum()) == 36           # 4x4 + 1 margin = 6x6
+    assert int(mage.task_token_masks(tiny(img_size=32), mask)["masked"][0].sum()) == 36  # 4x4 + 1 margin = 6x6
     assert int(mage.task_token_masks(tiny(img_size=32, token_margin=0), mask)["masked"][0].sum()) == 16
 
 
@@ -156,12 +214,13 @@ def test_unlearning_moves_decoder_logits_only_when_tied(untie, tiny_cfg):
     function; untie_decoder keeps it bit-identical."""
     from raysweep.jobs import pretrain_job, unlearn_job
     from raysweep.train import LocalHooks, fit
-    cfg = tiny_cfg.replace(**{"model.family": "mage", "model.options": {**TINY, "untie_decoder": untie},
-                              "unlearn.lr": 1e-2})
+
+    cfg = tiny_cfg.replace(
+        **{"model.family": "mage", "model.options": {**TINY, "untie_decoder": untie}, "unlearn.lr": 1e-2}
+    )
     orig = str(tiny_cfg.tracking.results_dir) + "/orig.pt"
     for stage in ("tokenizer", "transformer"):
-        fit(pretrain_job(cfg, output=orig, stage=stage, init=orig if stage == "transformer" else None),
-            LocalHooks(), 0)
+        fit(pretrain_job(cfg, output=orig, stage=stage, init=orig if stage == "transformer" else None), LocalHooks(), 0)
     job = unlearn_job(cfg, orig, finish=lambda m, d: None)
     before = copy.deepcopy(job.module)
     fit(job, LocalHooks(), 0)
@@ -189,7 +248,7 @@ def test_unknown_mage_option():
 def test_untied_state_dict_round_trip():
     m = tiny(untie_decoder=True)
     tied_state = tiny().state_dict()
-    m.load_state_dict(tied_state)                     # an original without the copy: the copy is filled in
+    m.load_state_dict(tied_state)  # an original without the copy: the copy is filled in
     assert torch.equal(m.decoder_word_embeddings, tied_state["token_emb.word_embeddings.weight"])
     m2 = tiny(untie_decoder=True)
     m2.load_state_dict(m.state_dict())

@@ -12,7 +12,7 @@ def test_center_crop_is_sized_by_ratio(size):
         side = round(size * ratio)
         assert m.shape == (2, size, size) and int(m[0].sum()) == side * side
         a = (size - side) // 2
-        assert m[0, a:a + side, a:a + side].all()
+        assert m[0, a : a + side, a : a + side].all()
 
 
 def test_paper_patch_counts_at_256():
@@ -24,7 +24,7 @@ def test_paper_patch_counts_at_256():
 
 def test_outpaint_and_extensions():
     m = task_mask(TaskConfig("outpaint", 0.25), 1, 256)[0]
-    assert m[:32].all() and not m[32:224, 32:224].any()                # 32 px strips (official §4.1)
+    assert m[:32].all() and not m[32:224, 32:224].any()  # 32 px strips (official §4.1)
     up = task_mask(TaskConfig("extend_up", 0.25), 1, 32)[0]
     assert up[:8].all() and not up[8:].any()
     right = task_mask(TaskConfig("extend_right", 0.5), 1, 32)[0]

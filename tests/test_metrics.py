@@ -1,4 +1,5 @@
 """FID / IS through torch-fidelity with the in-domain extractor, and the feature cache's keying."""
+
 import torch
 
 from raysweep.jobs import extractor_job
@@ -15,6 +16,7 @@ def _extractor(tiny_cfg, path):
 
 def test_fid_is_zero_for_identical_sets_and_grows_with_damage(tiny_cfg, tmp_path):
     from raysweep.data.datasets import synthetic
+
     ext_path = _extractor(tiny_cfg, tmp_path / "e.pt")
     ext = Extractor(INDOMAIN, str(ext_path), f"{INDOMAIN}-{sha256(ext_path)[:12]}")
     ds = synthetic(False, 16, 6, per_class=40)
@@ -28,6 +30,7 @@ def test_feature_cache_never_mixes_two_extractors(tiny_cfg, tmp_path, monkeypatc
     """Regression: the reference-feature cache was keyed by the extractor's *config*; a second extractor file
     for the same config then reused the first one's reference statistics and gave garbage FIDs."""
     from raysweep.data.datasets import synthetic
+
     a = _extractor(tiny_cfg, tmp_path / "a.pt")
     state = torch.load(a, weights_only=True)
     state["model"] = {k: v * 1.5 if v.is_floating_point() else v for k, v in state["model"].items()}
@@ -37,12 +40,13 @@ def test_feature_cache_never_mixes_two_extractors(tiny_cfg, tmp_path, monkeypatc
     ref = to_uint8(torch.stack([ds[i][0] for i in range(len(ds))]))
     gen = to_uint8(torch.stack([ds[i][0] for i in range(len(ds))]).flip(-1))
     from raysweep.pretrain import extractor_label
+
     monkeypatch.setattr("raysweep.pretrain.extractor_path", lambda cfg: a)
     la = extractor_label(tiny_cfg)
     monkeypatch.setattr("raysweep.pretrain.extractor_path", lambda cfg: b)
     lb = extractor_label(tiny_cfg)
     assert la != lb
-    fid_is(gen, ref, Extractor(INDOMAIN, str(a), la), batch_size=64)          # fills the cache for a
+    fid_is(gen, ref, Extractor(INDOMAIN, str(a), la), batch_size=64)  # fills the cache for a
     with_b = fid_is(gen, ref, Extractor(INDOMAIN, str(b), lb), batch_size=64)
     monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "fresh"))
     fresh_b = fid_is(gen, ref, Extractor(INDOMAIN, str(b), lb), batch_size=64)
@@ -57,12 +61,23 @@ def test_completion_reports_progress_per_batch(caplog):
     from raysweep.metrics import complete
     from raysweep.models import get_family
     from tests.conftest import TINY_PALETTE
+
     fam = get_family("palette")
     model = fam.build(ModelConfig(family="palette", options=TINY_PALETTE)).eval()
     with caplog.at_level(logging.INFO, logger="raysweep.metrics"):
-        out, masks = complete(fam, model, torch.rand(5, 3, 16, 16), TaskConfig("center", 0.5), torch.device("cpu"),
-                              batch_size=2, desc="evaluating forget")
+        out, masks = complete(
+            fam,
+            model,
+            torch.rand(5, 3, 16, 16),
+            TaskConfig("center", 0.5),
+            torch.device("cpu"),
+            batch_size=2,
+            desc="evaluating forget",
+        )
     assert out.shape == (5, 3, 16, 16) and masks.shape == (5, 16, 16)
     lines = [r.getMessage() for r in caplog.records if "evaluating forget" in r.getMessage()]
-    assert lines == ["evaluating forget: 2/5 images completed", "evaluating forget: 4/5 images completed",
-                     "evaluating forget: 5/5 images completed"]
+    assert lines == [
+        "evaluating forget: 2/5 images completed",
+        "evaluating forget: 4/5 images completed",
+        "evaluating forget: 5/5 images completed",
+    ]

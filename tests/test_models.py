@@ -1,4 +1,5 @@
 """Contract tests, parametrized over FAMILIES: adding a family puts it under test."""
+
 import dataclasses
 
 import pytest
@@ -33,6 +34,7 @@ def test_generate_shapes_ranges_and_known_pixels(name, tiny_cfg):
 @pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_teacher_equals_student_with_shared_ctx(name, tiny_cfg):
     import copy
+
     fam, model = build(name, tiny_cfg)
     teacher = copy.deepcopy(model).eval()
     x = torch.rand(4, 3, 16, 16)
@@ -40,7 +42,7 @@ def test_teacher_equals_student_with_shared_ctx(name, tiny_cfg):
     z, ctx = fam.encode(model, x, None, g)
     zt, _ = fam.encode(teacher, x, ctx)
     assert torch.equal(z, zt)
-    z2, _ = fam.encode(model, x, None, torch.Generator().manual_seed(2))   # other masks, other latents
+    z2, _ = fam.encode(model, x, None, torch.Generator().manual_seed(2))  # other masks, other latents
     assert not torch.equal(z, z2)
 
 
@@ -59,7 +61,7 @@ def test_gradients_only_on_encoder_parameters(name, tiny_cfg):
             continue
         assert p.grad is None, f"decoder parameter {n} got a gradient"
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in enc)
-    assert len(enc_ids) < len(list(model.parameters()))               # a decoder exists and is left out
+    assert len(enc_ids) < len(list(model.parameters()))  # a decoder exists and is left out
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)
@@ -77,7 +79,7 @@ def test_pretrain_stages_train_what_they_name(name, tiny_cfg):
         loss = fam.pretrain_loss(model, torch.rand(4, 3, 16, 16), torch.Generator().manual_seed(0), stage=st.name)
         assert torch.isfinite(loss)
         loss.backward()
-        assert all(p.grad is not None for p in params), st.name          # DDP needs every trained param used
+        assert all(p.grad is not None for p in params), st.name  # DDP needs every trained param used
         ids = {id(p) for p in params}
         assert all(p.grad is None for p in model.parameters() if id(p) not in ids)
 
@@ -86,5 +88,6 @@ def test_unknown_family_and_option():
     with pytest.raises(ValueError, match="known families"):
         get_family("gan")
     from raysweep.config import ModelConfig
+
     with pytest.raises(ValueError, match="valid options"):
         get_family("mae").build(ModelConfig(options={"mask_ration": 0.5}))

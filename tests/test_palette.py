@@ -1,4 +1,5 @@
 """Palette family: the 16_Network.pth layout (docs/protocol.md §5.2), the App. C.25 forget input, samplers."""
+
 import copy
 
 import pytest
@@ -14,11 +15,20 @@ palette = get_family("palette")
 
 
 def _res(sd: dict, b: str, cin: int, cout: int, emb: int = 256) -> None:
-    sd.update({b + "in_layers.0.weight": (cin,), b + "in_layers.0.bias": (cin,),
-               b + "in_layers.2.weight": (cout, cin, 3, 3), b + "in_layers.2.bias": (cout,),
-               b + "emb_layers.1.weight": (2 * cout, emb), b + "emb_layers.1.bias": (2 * cout,),
-               b + "out_layers.0.weight": (cout,), b + "out_layers.0.bias": (cout,),
-               b + "out_layers.3.weight": (cout, cout, 3, 3), b + "out_layers.3.bias": (cout,)})
+    sd.update(
+        {
+            b + "in_layers.0.weight": (cin,),
+            b + "in_layers.0.bias": (cin,),
+            b + "in_layers.2.weight": (cout, cin, 3, 3),
+            b + "in_layers.2.bias": (cout,),
+            b + "emb_layers.1.weight": (2 * cout, emb),
+            b + "emb_layers.1.bias": (2 * cout,),
+            b + "out_layers.0.weight": (cout,),
+            b + "out_layers.0.bias": (cout,),
+            b + "out_layers.3.weight": (cout, cout, 3, 3),
+            b + "out_layers.3.bias": (cout,),
+        }
+    )
     if cin != cout:
         sd.update({b + "skip_connection.weight": (cout, cin, 1, 1), b + "skip_connection.bias": (cout,)})
 
@@ -27,30 +37,72 @@ def official_palette_state() -> dict[str, torch.Tensor]:
     """Keys / shapes of 16_Network.pth from the Places2 config (inner 64, mults 1,2,4,8, 2 res blocks, attention
     only in the middle block), written out from the guided-diffusion UNet's construction rules."""
     p = "denoise_fn."
-    sd = {p + "cond_embed.0.weight": (256, 64), p + "cond_embed.0.bias": (256,), p + "cond_embed.2.weight": (256, 256),
-          p + "cond_embed.2.bias": (256,), p + "input_blocks.0.0.weight": (64, 6, 3, 3),
-          p + "input_blocks.0.0.bias": (64,)}
-    ins = [(64, 64), (64, 64), (64, 64), (64, 128), (128, 128), (128, 128), (128, 256), (256, 256), (256, 256),
-           (256, 512), (512, 512)]                       # input blocks 1-11 (3, 6, 9 are the down-ResBlocks)
+    sd = {
+        p + "cond_embed.0.weight": (256, 64),
+        p + "cond_embed.0.bias": (256,),
+        p + "cond_embed.2.weight": (256, 256),
+        p + "cond_embed.2.bias": (256,),
+        p + "input_blocks.0.0.weight": (64, 6, 3, 3),
+        p + "input_blocks.0.0.bias": (64,),
+    }
+    ins = [
+        (64, 64),
+        (64, 64),
+        (64, 64),
+        (64, 128),
+        (128, 128),
+        (128, 128),
+        (128, 256),
+        (256, 256),
+        (256, 256),
+        (256, 512),
+        (512, 512),
+    ]  # input blocks 1-11 (3, 6, 9 are the down-ResBlocks)
     for i, (a, b) in enumerate(ins, start=1):
         _res(sd, f"{p}input_blocks.{i}.0.", a, b)
     _res(sd, p + "middle_block.0.", 512, 512)
     _res(sd, p + "middle_block.2.", 512, 512)
-    sd.update({p + "middle_block.1.norm.weight": (512,), p + "middle_block.1.norm.bias": (512,),
-               p + "middle_block.1.qkv.weight": (1536, 512, 1), p + "middle_block.1.qkv.bias": (1536,),
-               p + "middle_block.1.proj_out.weight": (512, 512, 1), p + "middle_block.1.proj_out.bias": (512,)})
-    outs = [(1024, 512), (1024, 512), (768, 512), (768, 256), (512, 256), (384, 256), (384, 128), (256, 128),
-            (192, 128), (192, 64), (128, 64), (128, 64)]
+    sd.update(
+        {
+            p + "middle_block.1.norm.weight": (512,),
+            p + "middle_block.1.norm.bias": (512,),
+            p + "middle_block.1.qkv.weight": (1536, 512, 1),
+            p + "middle_block.1.qkv.bias": (1536,),
+            p + "middle_block.1.proj_out.weight": (512, 512, 1),
+            p + "middle_block.1.proj_out.bias": (512,),
+        }
+    )
+    outs = [
+        (1024, 512),
+        (1024, 512),
+        (768, 512),
+        (768, 256),
+        (512, 256),
+        (384, 256),
+        (384, 128),
+        (256, 128),
+        (192, 128),
+        (192, 64),
+        (128, 64),
+        (128, 64),
+    ]
     for i, (a, b) in enumerate(outs):
         _res(sd, f"{p}output_blocks.{i}.0.", a, b)
-        if i in (2, 5, 8):                                # the up-ResBlock closing levels 3, 2, 1
+        if i in (2, 5, 8):  # the up-ResBlock closing levels 3, 2, 1
             _res(sd, f"{p}output_blocks.{i}.1.", b, b)
-    sd.update({p + "out.0.weight": (64,), p + "out.0.bias": (64,), p + "out.2.weight": (3, 64, 3, 3),
-               p + "out.2.bias": (3,)})
+    sd.update(
+        {p + "out.0.weight": (64,), p + "out.0.bias": (64,), p + "out.2.weight": (3, 64, 3, 3), p + "out.2.bias": (3,)}
+    )
     g = torch.Generator().manual_seed(0)
     out = {k: torch.randn(s, generator=g) * 0.02 for k, s in sd.items()}
-    for k in ("gammas", "sqrt_recip_gammas", "sqrt_recipm1_gammas", "posterior_log_variance_clipped",
-              "posterior_mean_coef1", "posterior_mean_coef2"):
+    for k in (
+        "gammas",
+        "sqrt_recip_gammas",
+        "sqrt_recipm1_gammas",
+        "posterior_log_variance_clipped",
+        "posterior_mean_coef1",
+        "posterior_mean_coef2",
+    ):
         out[k] = torch.rand(2000, generator=g) * 0.5 + 0.25
     return out
 
@@ -64,7 +116,7 @@ def test_official_16_network_loads_strictly(tmp_path):
     model = palette.build(ModelConfig(family="palette", preset="vit_base", checkpoint=str(tmp_path / "16_Network.pth")))
     own = model.state_dict()
     assert set(own) == set(state)
-    assert all(torch.equal(own[k], state[k]) for k in state)         # schedule buffers from the file (§4.2)
+    assert all(torch.equal(own[k], state[k]) for k in state)  # schedule buffers from the file (§4.2)
     with pytest.raises(CheckpointError, match="shape mismatches"):
         palette.build(ModelConfig(family="palette", preset="tiny", checkpoint=str(tmp_path / "16_Network.pth")))
     with pytest.raises(CheckpointError, match="Google Drive"):
@@ -88,10 +140,10 @@ def test_forget_input_is_app_c25():
     net = palette._net_input(t_in, t_ctx, t_ctx["pure_noise"])
     plain = palette._net_input(x, ctx)
     hole = mask[:, None].expand(-1, 3, -1, -1)
-    assert torch.equal(net[:, :3], plain[:, :3])                                       # y_cond unchanged
-    assert torch.equal(net[1::2], plain[1::2])                                         # retain rows unchanged
-    assert torch.allclose(net[0::2, 3:][hole[0::2]], (noise * 2 - 1)[0::2][hole[0::2]])    # noise in the hole
-    assert torch.equal(net[0::2, 3:][~hole[0::2]], plain[0::2, 3:][~hole[0::2]])      # real context kept
+    assert torch.equal(net[:, :3], plain[:, :3])  # y_cond unchanged
+    assert torch.equal(net[1::2], plain[1::2])  # retain rows unchanged
+    assert torch.allclose(net[0::2, 3:][hole[0::2]], (noise * 2 - 1)[0::2][hole[0::2]])  # noise in the hole
+    assert torch.equal(net[0::2, 3:][~hole[0::2]], plain[0::2, 3:][~hole[0::2]])  # real context kept
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
@@ -109,6 +161,7 @@ def test_unlearning_leaves_the_decoder_bit_identical(tiny_cfg, frozen):
     """Only the encoder trains; ``frozen_input_blocks: k`` also keeps cond_embed and the first k input blocks."""
     from raysweep.jobs import pretrain_job, unlearn_job
     from raysweep.train import LocalHooks, fit
+
     cfg = tiny_cfg.replace(**{"model.family": "palette", "model.options": TINY_PALETTE, "unlearn.lr": 1e-3})
     orig = str(tiny_cfg.tracking.results_dir) + "/orig.pt"
     fit(pretrain_job(cfg, output=orig), LocalHooks(), 0)
@@ -123,8 +176,10 @@ def test_unlearning_leaves_the_decoder_bit_identical(tiny_cfg, frozen):
     for k in before:
         if k.startswith(kept) or k == "gammas":
             assert torch.equal(before[k], after[k]), k
-    for k in (f"denoise_fn.input_blocks.{frozen}.0.in_layers.2.weight" if frozen else
-              "denoise_fn.input_blocks.0.0.weight", "denoise_fn.middle_block.0.in_layers.2.weight"):
+    for k in (
+        f"denoise_fn.input_blocks.{frozen}.0.in_layers.2.weight" if frozen else "denoise_fn.input_blocks.0.0.weight",
+        "denoise_fn.middle_block.0.in_layers.2.weight",
+    ):
         assert not torch.equal(before[k], after[k]), k
     if not frozen:
         assert not torch.equal(before["denoise_fn.cond_embed.0.weight"], after["denoise_fn.cond_embed.0.weight"])
@@ -133,6 +188,7 @@ def test_unlearning_leaves_the_decoder_bit_identical(tiny_cfg, frozen):
 def test_mse_form_is_the_official_sum_of_per_map_mses():
     """official §1.2: the loss is one F.mse_loss per feature map, summed; the latent's mean of squares equals it."""
     from raysweep.unlearn.losses import ours
+
     m, t = tiny(), tiny()
     x = torch.rand(3, 3, 16, 16)
     with torch.no_grad():
@@ -144,7 +200,7 @@ def test_mse_form_is_the_official_sum_of_per_map_mses():
     maps_b = t(palette._net_input(x, ctx), ctx["gamma"], encode_only=True)
     official = sum(torch.nn.functional.mse_loss(a, b) for a, b in zip(maps_a, maps_b))
     retain = ours(za, zb, torch.zeros(3, dtype=torch.bool), alpha=0.0, form="mse")["retain"]
-    assert torch.allclose(retain, 2 * official, rtol=1e-4)     # retain weight 2 / full batch, as in the official code
+    assert torch.allclose(retain, 2 * official, rtol=1e-4)  # retain weight 2 / full batch, as in the official code
 
 
 def test_bad_palette_options():

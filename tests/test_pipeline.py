@@ -1,4 +1,5 @@
 """End to end through Ray Train (2 DDP workers at 0.5 CPU): pretrain, extractor, unlearn, evaluate, outputs."""
+
 import json
 
 import pytest
@@ -21,10 +22,15 @@ def ray_session(tmp_path_factory):
     import os
 
     import ray
+
     cache = tmp_path_factory.mktemp("ray-cache")
-    os.environ["RAYSWEEP_CACHE"] = str(cache)        # before ray.init: the workers inherit it
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"RAYSWEEP_CACHE": str(cache)}})
+    os.environ["RAYSWEEP_CACHE"] = str(cache)  # before ray.init: the workers inherit it
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"RAYSWEEP_CACHE": str(cache)}},
+    )
     yield cache
     ray.shutdown()
 
@@ -65,10 +71,11 @@ def test_original_and_extractor_are_bit_identical_from_two_empty_caches(ray_sess
     through Ray Train, from two empty caches; a different pretrain.seed gives a different original."""
     from raysweep.models.checkpoints import sha256
     from raysweep.pretrain import ensure_extractor, ensure_original
+
     cfg = Config.from_dict(tiny_dict(tmp_path)).replace(**{"pretrain.epochs": 1})
     files = []
     for name in ("a", "b"):
-        monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / name))       # the driver picks every path
+        monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / name))  # the driver picks every path
         files.append((ensure_original(cfg), ensure_extractor(cfg)))
     (oa, ea), (ob, eb) = files
     assert oa != ob and oa.name == ob.name
@@ -80,3 +87,25 @@ def test_original_and_extractor_are_bit_identical_from_two_empty_caches(ray_sess
     other = ensure_original(cfg.replace(**{"pretrain.seed": 1}))
     so, s0 = (torch.load(p, weights_only=True)["model"] for p in (other, oa))
     assert other.name != oa.name and not torch.equal(so["blocks.0.attn.qkv.weight"], s0["blocks.0.attn.qkv.weight"])
+
+
+def test_a_run_that_died_in_evaluation_reruns_only_the_evaluation(ray_session, tmp_path, monkeypatch, capsys):
+    """The unlearned weights are written before evaluation starts; rerunning the same command after a crash in
+    evaluation (state: weights and Train checkpoints, no metrics.json) trains no epoch and only evaluates."""
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(ray_session))
+    d = tiny_dict(tmp_path)
+    p = tmp_path / "tiny.yaml"
+    p.write_text(yaml.safe_dump(d))
+    assert main(["unlearn", "--config", str(p)]) == 0
+    capsys.readouterr()
+    (run,) = list((tmp_path / "results" / "runs").iterdir())
+    first = json.loads((run / METRICS_FILE).read_text())
+    (run / METRICS_FILE).unlink()  # as if evaluation had died after the weights were saved
+    checkpoints = sorted(c.name for c in run.rglob("checkpoint_*") if c.is_dir())
+    assert checkpoints and (run / MODEL_FILE).is_file()
+    assert main(["unlearn", "--config", str(p)]) == 0
+    assert "run folder: " + str(run) in capsys.readouterr().out  # the same folder, finished now
+    assert sorted(c.name for c in run.rglob("checkpoint_*") if c.is_dir()) == checkpoints  # no epoch trained
+    again = json.loads((run / METRICS_FILE).read_text())
+    assert again["unlearned_sha256"] == first["unlearned_sha256"]
+    assert again["retain/fid"] == pytest.approx(first["retain/fid"]) and again["seconds"]["train"] < 60

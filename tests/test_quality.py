@@ -1,4 +1,5 @@
 """The original's quality gate (raysweep.quality): a weak original stops the run before unlearning, with the fix."""
+
 import pytest
 import torch
 
@@ -28,6 +29,7 @@ def _completing_with(monkeypatch, how):
         if how == "real":
             return images.clone(), masks
         return torch.where(masks.unsqueeze(1).expand_as(images), images.mean(), images), masks
+
     monkeypatch.setattr(metrics, "complete", fake)
 
 

@@ -1,5 +1,6 @@
 """A real sweep on tiny synthetic configs: Tune + Optuna (multi-objective) driving TorchTrainer, MLflow runs,
 the frontier CSV; and an interrupted sweep driver resumed with --resume without repeating finished trials."""
+
 import csv
 import os
 import signal
@@ -21,9 +22,13 @@ def sweep_cfg(tmp_path, n, family="mae"):
     d = tiny_dict(tmp_path)
     d["model"] = {"family": family, "preset": "tiny", "options": dict(TINY_OPTIONS[family])}
     d["unlearn"]["epochs"] = 1
-    d["sweep"] = {"metrics": ["retain/fid", "forget/fid"], "modes": ["min", "max"], "num_samples": n, "seed": 0,
-                  "space": {"unlearn.alpha": {"loguniform": [0.1, 2.0]},
-                            "unlearn.noise": {"choice": ["gaussian", "uniform"]}}}
+    d["sweep"] = {
+        "metrics": ["retain/fid", "forget/fid"],
+        "modes": ["min", "max"],
+        "num_samples": n,
+        "seed": 0,
+        "space": {"unlearn.alpha": {"loguniform": [0.1, 2.0]}, "unlearn.noise": {"choice": ["gaussian", "uniform"]}},
+    }
     p = tmp_path / "sweep.yaml"
     p.write_text(yaml.safe_dump(d))
     return p
@@ -33,14 +38,16 @@ def run_script(cfg, tmp_path, *extra, wait=True):
     env = {**os.environ, "RAYSWEEP_CACHE": str(tmp_path / "cache"), "RAY_AUTH_MODE": "disabled"}
     cmd = [sys.executable, str(ROOT / "experiments" / "tune_alpha.py"), "--config", str(cfg), *extra]
     if not wait:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
 def mlflow_children(tmp_path):
     from raysweep.config import Config
     from raysweep.tracking import child_runs, tracking_uri
+
     cfg = Config.from_dict(tiny_dict(tmp_path))
     return child_runs(tracking_uri(cfg), cfg.tracking.experiment)
 
@@ -55,6 +62,7 @@ def test_two_trial_sweep_logs_mlflow_runs_and_frontier(tmp_path):
         assert {"retain/fid", "forget/fid", "retain/is", "forget/is"} <= set(k["metrics"])
         assert "unlearn.alpha" in k["params"] and "data.forget_classes" in k["params"]
     from mlflow.tracking import MlflowClient
+
     client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("raysweep").experiment_id
     for run in client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'"):
@@ -74,7 +82,7 @@ def test_killed_sweep_resumes_without_repeating_trials(tmp_path):
     trials = tmp_path / "results" / "sweeps"
     deadline = time.time() + 600
     done: list[Path] = []
-    while time.time() < deadline and proc.poll() is None:    # wait for the first finished trial, then kill
+    while time.time() < deadline and proc.poll() is None:  # wait for the first finished trial, then kill
         done = list(trials.glob("*/trials/*/metrics.json"))
         if done:
             break
@@ -88,9 +96,9 @@ def test_killed_sweep_resumes_without_repeating_trials(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     finished = {p.parent.name: p.stat().st_mtime for p in trials.glob("*/trials/*/metrics.json")}
     assert len(finished) == 3
-    for t, mtime in first.items():                            # finished trials were not run again
+    for t, mtime in first.items():  # finished trials were not run again
         assert finished[t] == mtime
-    assert len(list(trials.iterdir())) == 1                   # the same sweep folder was resumed
+    assert len(list(trials.iterdir())) == 1  # the same sweep folder was resumed
 
 
 @pytest.mark.parametrize("family", ["mage", "palette"])

@@ -28,10 +28,11 @@ def test_parent_run_is_reused_on_resume_and_frontier_logged(tiny_cfg, tmp_path):
     f.write_text("trial\n")
     log_frontier(uri, pid, [f], {"metrics": {"frontier/hypervolume": 1.5}})
     from mlflow.tracking import MlflowClient
+
     c = MlflowClient(uri)
     assert c.get_run(pid).data.metrics["frontier/hypervolume"] == 1.5
     assert "frontier.csv" in [a.path for a in c.list_artifacts(pid)]
-    assert (tmp_path / "results" / "mlartifacts").is_dir()               # artifacts next to the store
+    assert (tmp_path / "results" / "mlartifacts").is_dir()  # artifacts next to the store
     assert c.get_run(pid).data.params["unlearn.alpha"] == "0.25"
     parent, kids = child_runs(uri, "exp", "sweep-a")
     assert parent == pid and kids == []

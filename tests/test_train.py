@@ -1,4 +1,5 @@
 """The loop itself, in one process (LocalHooks): what trains, what stays frozen, resume, failures, schedule."""
+
 import math
 
 import pytest
@@ -54,13 +55,13 @@ def test_resume_continues_from_the_checkpointed_epoch(tiny_cfg, tmp_path):
     hooks = LocalHooks()
     job = pretrain_job(tiny_cfg, output=str(path))
     per_epoch = len(job.dataset) // tiny_cfg.pretrain.batch_size
-    fit(job, hooks, 0, max_steps=per_epoch + 2)                               # "dies" inside epoch 2
+    fit(job, hooks, 0, max_steps=per_epoch + 2)  # "dies" inside epoch 2
     state = hooks.state
     assert state is not None and state["epoch"] == 0
     steps = []
     resumed = pretrain_job(tiny_cfg, output=str(path))
     fit(resumed, LocalHooks(state=state), 0, on_step=lambda s, v: steps.append(s))
-    assert steps[0] == per_epoch + 1 and len(steps) == per_epoch           # only epoch 2 ran
+    assert steps[0] == per_epoch + 1 and len(steps) == per_epoch  # only epoch 2 ran
     assert path.is_file()
 
 
@@ -79,16 +80,19 @@ def test_warmup_then_cosine():
 
 
 def test_extractor_learns_synthetic_classes(tiny_cfg, tmp_path):
-    out = fit(extractor_job(tiny_cfg.replace(**{"pretrain.extractor_epochs": 15}), output=str(tmp_path / "e.pt")),
-              LocalHooks(), 0)
-    assert out["test_accuracy"] > 0.5          # 6 classes: chance is 0.17
+    out = fit(
+        extractor_job(tiny_cfg.replace(**{"pretrain.extractor_epochs": 15}), output=str(tmp_path / "e.pt")),
+        LocalHooks(),
+        0,
+    )
+    assert out["test_accuracy"] > 0.5  # 6 classes: chance is 0.17
 
 
 def test_pretraining_is_reproducible(tiny_cfg, tmp_path):
     cfg = tiny_cfg.replace(**{"pretrain.epochs": 1})
     states = []
     for i in range(2):
-        torch.manual_seed(1234 + i)                 # whatever the global RNG did before, the result is the same
+        torch.manual_seed(1234 + i)  # whatever the global RNG did before, the result is the same
         fit(pretrain_job(cfg, output=str(tmp_path / f"o{i}.pt")), LocalHooks(), 0)
         states.append(read_state_dict(tmp_path / f"o{i}.pt"))
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

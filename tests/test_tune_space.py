@@ -9,25 +9,35 @@ DEFAULT = "experiments/configs/mae_fmnist.yaml"
 
 def test_yaml_space_becomes_tune_domains():
     cfg = load_config(DEFAULT)
-    space = search_space({"unlearn.alpha": {"loguniform": [0.05, 2.0]}, "unlearn.lr": {"uniform": [1e-5, 1e-4]},
-                          "unlearn.epochs": {"int": [2, 6]}, "unlearn.noise": {"choice": ["gaussian", "uniform"]},
-                          "unlearn.loss_form": {"grid": ["l2", "mse"]}}, cfg)
+    space = search_space(
+        {
+            "unlearn.alpha": {"loguniform": [0.05, 2.0]},
+            "unlearn.lr": {"uniform": [1e-5, 1e-4]},
+            "unlearn.epochs": {"int": [2, 6]},
+            "unlearn.noise": {"choice": ["gaussian", "uniform"]},
+            "unlearn.loss_form": {"grid": ["l2", "mse"]},
+        },
+        cfg,
+    )
     assert isinstance(space["unlearn.alpha"], tune.search.sample.Float)
     assert space["unlearn.alpha"].sampler.__class__.__name__ == "_LogUniform"
     assert isinstance(space["unlearn.epochs"], tune.search.sample.Integer)
-    assert space["unlearn.epochs"].lower == 2 and space["unlearn.epochs"].upper == 7     # inclusive high
+    assert space["unlearn.epochs"].lower == 2 and space["unlearn.epochs"].upper == 7  # inclusive high
     assert space["unlearn.noise"].categories == ["gaussian", "uniform"]
     assert space["unlearn.loss_form"] == {"grid_search": ["l2", "mse"]}
 
 
-@pytest.mark.parametrize("space, match", [
-    ({"unlearn.alhpa": {"uniform": [0, 1]}}, "not a config key"),
-    ({"unlearn.alpha": {"normal": [0, 1]}}, "kind in"),
-    ({"unlearn.alpha": {"uniform": [1, 0]}}, "low < high"),
-    ({"unlearn.alpha": {"loguniform": [0, 1]}}, "low > 0"),
-    ({"unlearn.noise": {"choice": ["gaussian", "pink"]}}, "choose one of"),
-    ({"unlearn.noise": {"choice": []}}, "non-empty"),
-])
+@pytest.mark.parametrize(
+    "space, match",
+    [
+        ({"unlearn.alhpa": {"uniform": [0, 1]}}, "not a config key"),
+        ({"unlearn.alpha": {"normal": [0, 1]}}, "kind in"),
+        ({"unlearn.alpha": {"uniform": [1, 0]}}, "low < high"),
+        ({"unlearn.alpha": {"loguniform": [0, 1]}}, "low > 0"),
+        ({"unlearn.noise": {"choice": ["gaussian", "pink"]}}, "choose one of"),
+        ({"unlearn.noise": {"choice": []}}, "non-empty"),
+    ],
+)
 def test_bad_space_is_rejected(space, match):
     with pytest.raises(ConfigError, match=match):
         search_space(space, load_config(DEFAULT))

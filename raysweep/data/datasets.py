@@ -3,6 +3,7 @@
 Every dataset yields ``(image, label)`` with ``image`` a float tensor ``[3, H, W]`` in [0, 1] and exposes ``labels``
 (a LongTensor over all items) so that splits can pick indices per class without decoding images.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -22,10 +23,25 @@ from raysweep.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
-FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FMNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 FMNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                  "Ankle boot")
+FMNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG")
 
 
@@ -66,8 +82,10 @@ class ImageFolderDataset(Dataset):
         for cid, name in enumerate(class_names):
             folder = root / name
             if not folder.is_dir():
-                raise DatasetNotFoundError(f"class folder {str(folder)!r} (class id {cid}) does not exist; "
-                                           f"data.class_names must name folders under {str(root)!r}")
+                raise DatasetNotFoundError(
+                    f"class folder {str(folder)!r} (class id {cid}) does not exist; "
+                    f"data.class_names must name folders under {str(root)!r}"
+                )
             found = sorted(p for p in folder.iterdir() if p.suffix in IMAGE_EXTENSIONS)
             files += found
             labels += [cid] * len(found)
@@ -83,6 +101,7 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         from PIL import Image
         from torchvision.transforms import functional as TF
+
         with Image.open(self.files[i]) as im:
             im = im.convert("RGB")
             im = TF.center_crop(TF.resize(im, self.size, interpolation=TF.InterpolationMode.BICUBIC), self.size)
@@ -99,7 +118,7 @@ def _fmnist_candidates() -> list[Path]:
 
 
 def _stage_fmnist() -> Path:
-    """Return a torchvision root holding ``FashionMNIST/raw/<4 idx files>``, staged from the first place that has them."""
+    """A torchvision root holding ``FashionMNIST/raw/<4 idx files>``, staged from the first place that has them."""
     root = cache_dir() / "data"
     raw = root / "FashionMNIST" / "raw"
     if all((raw / f).is_file() for f in FMNIST_FILES):
@@ -116,7 +135,7 @@ def _stage_fmnist() -> Path:
         if len(srcs) == len(FMNIST_FILES):
             raw.mkdir(parents=True, exist_ok=True)
             for f, src in srcs.items():
-                tmp = raw / f"{f}.{os.getpid()}.tmp"      # workers may stage concurrently: replace is atomic
+                tmp = raw / f"{f}.{os.getpid()}.tmp"  # workers may stage concurrently: replace is atomic
                 opener = gzip.open if src.suffix == ".gz" else open
                 with opener(src, "rb") as fin, open(tmp, "wb") as fout:
                     shutil.copyfileobj(fin, fout)
@@ -125,6 +144,7 @@ def _stage_fmnist() -> Path:
             return root
     try:  # last resort: torchvision's own download (needs internet)
         from torchvision.datasets import FashionMNIST
+
         FashionMNIST(str(root), train=True, download=True)
         FashionMNIST(str(root), train=False, download=True)
         return root
@@ -134,15 +154,17 @@ def _stage_fmnist() -> Path:
             f"in: (1) $RAYSWEEP_DATA ({os.environ.get('RAYSWEEP_DATA') or 'unset'}); (2) {FMNIST_DEBIAN_DIR} "
             "(Debian package: `apt-get install -y dataset-fashion-mnist`); (3) torchvision download into "
             f"{root} failed: {type(e).__name__}: {e}. Fix: install the Debian package, or set RAYSWEEP_DATA to a "
-            f"folder with the files. (looked in {looked})") from e
+            f"folder with the files. (looked in {looked})"
+        ) from e
 
 
 def fashion_mnist(train: bool, size: int) -> TensorImageDataset:
     """Fashion-MNIST through torchvision's loader, as ``size``x``size`` images (grey, returned as RGB) in [0, 1]."""
     from torchvision.datasets import FashionMNIST
+
     root = _stage_fmnist()
     ds = FashionMNIST(str(root), train=train, download=False)
-    x = ds.data.unsqueeze(1)                                   # [N, 1, 28, 28] uint8
+    x = ds.data.unsqueeze(1)  # [N, 1, 28, 28] uint8
     if size != x.shape[-1]:
         x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         x = x.round().clamp_(0, 255).to(torch.uint8)
@@ -158,7 +180,9 @@ def synthetic(train: bool, size: int, num_classes: int, per_class: int = 64, see
     imgs = torch.empty(n, 3, size, size)
     for c in range(num_classes):
         angle = 2 * torch.pi * c / num_classes
-        pattern = torch.sin(3 * (xx * torch.cos(torch.tensor(angle)) + yy * torch.sin(torch.tensor(angle))) * (1 + c % 3))
+        pattern = torch.sin(
+            3 * (xx * torch.cos(torch.tensor(angle)) + yy * torch.sin(torch.tensor(angle))) * (1 + c % 3)
+        )
         colour = torch.tensor([(c * 37 % 100) / 100, (c * 61 % 100) / 100, (c * 83 % 100) / 100]).view(3, 1, 1)
         base = 0.5 + 0.35 * pattern.unsqueeze(0) * (0.5 + colour)
         sel = labels == c
@@ -171,6 +195,7 @@ def dataset_fingerprint(cfg: DataConfig) -> str:
     """A hash of the dataset's content, part of every cache key built from it (a changed file makes new keys):
     Fashion-MNIST's four staged files; an image folder's file list with sizes; a synthetic set's settings."""
     from raysweep.models.checkpoints import sha256
+
     h = hashlib.sha256(cfg.dataset.encode())
     if cfg.dataset == "fashion_mnist":
         raw = _stage_fmnist() / "FashionMNIST" / "raw"
@@ -199,8 +224,10 @@ def load_dataset(cfg: DataConfig, train: bool) -> Dataset:
         root = Path(cfg.root).expanduser()
         split = root / ("train" if train else "val")
         if not split.is_dir():
-            raise DatasetNotFoundError(f"image_folder split {str(split)!r} not found; data.root must hold train/ "
-                                       "and val/ with one folder per class (ImageNet / Places365 layout)")
+            raise DatasetNotFoundError(
+                f"image_folder split {str(split)!r} not found; data.root must hold train/ "
+                "and val/ with one folder per class (ImageNet / Places365 layout)"
+            )
         ds = ImageFolderDataset(split, cfg.class_names, cfg.image_size)
     n = ds.num_classes
     bad = [c for c in list(cfg.forget_classes) + list(cfg.retain_classes) if not 0 <= c < n]

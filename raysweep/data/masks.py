@@ -6,13 +6,12 @@ of 16x16 patches at 256 px; ``outpaint`` r masks four border strips of width int
 ``extend_*`` r masks the r-fraction of the side at one edge (image extension); ``random`` r masks that fraction of
 the patches at random (MAE pretraining, 75%).
 """
+
 from __future__ import annotations
 
 import torch
 
-from raysweep.config import TaskConfig
-
-TASKS = ["center", "outpaint", "extend_up", "extend_down", "extend_left", "extend_right", "random"]
+from raysweep.config import TASKS, TaskConfig
 
 
 def _fixed_mask(name: str, ratio: float, size: int) -> torch.Tensor:
@@ -20,32 +19,48 @@ def _fixed_mask(name: str, ratio: float, size: int) -> torch.Tensor:
     if name == "center":
         side = max(1, round(size * ratio))
         a = (size - side) // 2
-        m[a:a + side, a:a + side] = True
+        m[a : a + side, a : a + side] = True
     elif name == "outpaint":
         w = max(1, int(size * ratio * 0.5))
         m[:w, :] = m[-w:, :] = m[:, :w] = m[:, -w:] = True
     else:
         w = max(1, round(size * ratio))
         edge = name.split("_", 1)[1]
-        sl = {"up": (slice(0, w), slice(None)), "down": (slice(size - w, size), slice(None)),
-              "left": (slice(None), slice(0, w)), "right": (slice(None), slice(size - w, size))}[edge]
+        sl = {
+            "up": (slice(0, w), slice(None)),
+            "down": (slice(size - w, size), slice(None)),
+            "left": (slice(None), slice(0, w)),
+            "right": (slice(None), slice(size - w, size)),
+        }[edge]
         m[sl] = True
     return m
 
 
-def random_patch_mask(batch: int, size: int, patch: int, ratio: float, generator: torch.Generator | None = None,
-                      device: torch.device | str = "cpu") -> torch.Tensor:
+def random_patch_mask(
+    batch: int,
+    size: int,
+    patch: int,
+    ratio: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Per-sample random masking of ``round(L * ratio)`` of the L patches, as a pixel mask ``[B, H, W]``."""
     g = size // patch
     n_mask = round(g * g * ratio)
     noise = torch.rand(batch, g * g, generator=generator, device=device)
     ranks = noise.argsort(dim=1).argsort(dim=1)
-    pm = (ranks < n_mask).view(batch, g, g)                               # [B, g, g]
+    pm = (ranks < n_mask).view(batch, g, g)  # [B, g, g]
     return pm.repeat_interleave(patch, 1).repeat_interleave(patch, 2)
 
 
-def task_mask(task: TaskConfig, batch: int, size: int, patch: int = 1, generator: torch.Generator | None = None,
-              device: torch.device | str = "cpu") -> torch.Tensor:
+def task_mask(
+    task: TaskConfig,
+    batch: int,
+    size: int,
+    patch: int = 1,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """The pixel mask ``[B, H, W]`` (True = removed) of ``task`` for a batch of ``size`` x ``size`` images."""
     if task.name not in TASKS:
         raise ValueError(f"unknown task {task.name!r}; valid tasks: {TASKS}")

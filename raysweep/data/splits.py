@@ -11,6 +11,7 @@ proxy retain ("support", classes in neither list) = ceil(proxy_ratio * |forget c
 |proxy classes|) per proxy class; then, with ``oversample``, the real-retain list is tiled or truncated to
 max(|proxy|, |forget|) and the forget list tiled to max(|proxy| + |retain|, |forget classes| * images_per_class).
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,9 +31,9 @@ class EmptySplitError(ValueError):
 
 @dataclass(frozen=True)
 class UnlearnSplit:
-    indices: list[int]        # dataset indices, oversampled and shuffled
-    is_forget: list[bool]     # group of each item
-    n_forget: int             # distinct images per group before oversampling
+    indices: list[int]  # dataset indices, oversampled and shuffled
+    is_forget: list[bool]  # group of each item
+    n_forget: int  # distinct images per group before oversampling
     n_retain: int
     n_proxy: int
 
@@ -55,7 +56,7 @@ def _class_order(labels: torch.Tensor, c: int, seed: int, salt: int) -> torch.Te
     return idx[torch.randperm(len(idx), generator=g)]
 
 
-_TRAIN, _HELDOUT = 0, 1      # salts: the training file and the held-out (test) file
+_TRAIN, _HELDOUT = 0, 1  # salts: the training file and the held-out (test) file
 
 
 def _pretrain_pool(labels: torch.Tensor, c: int, per_class: int, seed: int) -> torch.Tensor:
@@ -71,11 +72,18 @@ def _per_class(labels: torch.Tensor, classes: list[int], n: int, cfg: DataConfig
     for c in classes:
         pool = _pretrain_pool(labels, c, cfg.pretrain_images_per_class, cfg.seed)
         if len(pool) == 0:
-            raise EmptySplitError(f"class {c} ({group}) has no images in this dataset split; remove it from the "
-                                  f"{group} list or add images")
-        if n > len(pool):          # the official code takes what there is ([:n]); say so
-            log.warning("class %d (%s) has %d pretraining images, fewer than the %d asked for: using all of them",
-                        c, group, len(pool), n)
+            raise EmptySplitError(
+                f"class {c} ({group}) has no images in this dataset split; remove it from the "
+                f"{group} list or add images"
+            )
+        if n > len(pool):  # the official code takes what there is ([:n]); say so
+            log.warning(
+                "class %d (%s) has %d pretraining images, fewer than the %d asked for: using all of them",
+                c,
+                group,
+                len(pool),
+                n,
+            )
         out += pool[:n].tolist()
     return out
 
@@ -100,15 +108,19 @@ def unlearn_split(labels: torch.Tensor, cfg: DataConfig, num_classes: int) -> Un
     retain = []
     if cfg.retain_ratio > 0:
         if not cfg.retain_classes:
-            raise EmptySplitError("data.retain_ratio>0 but data.retain_classes is empty; list retain classes or set "
-                                  "data.retain_ratio=0 with data.proxy_ratio>0 (proxy retain)")
+            raise EmptySplitError(
+                "data.retain_ratio>0 but data.retain_classes is empty; list retain classes or set "
+                "data.retain_ratio=0 with data.proxy_ratio>0 (proxy retain)"
+            )
         retain = _per_class(labels, cfg.retain_classes, math.ceil(ipc * cfg.retain_ratio), cfg, "retain")
     proxy = []
     if cfg.proxy_ratio > 0:
         pcs = proxy_classes(cfg, num_classes)
         if not pcs:
-            raise EmptySplitError("data.proxy_ratio>0 but every class is in data.forget_classes or "
-                                  "data.retain_classes, so there is no proxy class; set data.proxy_ratio=0")
+            raise EmptySplitError(
+                "data.proxy_ratio>0 but every class is in data.forget_classes or "
+                "data.retain_classes, so there is no proxy class; set data.proxy_ratio=0"
+            )
         per = math.ceil(cfg.proxy_ratio * len(cfg.forget_classes) * ipc / len(pcs))
         proxy = _per_class(labels, pcs, per, cfg, "proxy")
     if not retain and not proxy:
@@ -146,7 +158,8 @@ def eval_split(labels: torch.Tensor, cfg: DataConfig, part: str = "test") -> Eva
             if len(order) < t + v:
                 raise EmptySplitError(
                     f"class {c} ({group}) has {len(order)} held-out images, fewer than data.test_images_per_class "
-                    f"({t}) + data.val_images_per_class ({v}); lower one of them")
+                    f"({t}) + data.val_images_per_class ({v}); lower one of them"
+                )
             out += order[lo:hi].tolist()
         groups.append(sorted(out))
     return EvalSplit(*groups)

@@ -3,6 +3,7 @@
 Keys are ``"<group>/<metric>"`` (``retain/fid``, ``forget/fid``, ``retain/is``, ``forget/is``); the extractor that
 produced them is returned alongside and recorded with every number.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,15 +36,22 @@ def resolve_extractor(choice: str, indomain_weights: str | None, indomain_label:
 
 
 @torch.no_grad()
-def complete(family, model: nn.Module, images: torch.Tensor, task: TaskConfig, device: torch.device,
-             batch_size: int = 250, desc: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+def complete(
+    family,
+    model: nn.Module,
+    images: torch.Tensor,
+    task: TaskConfig,
+    device: torch.device,
+    batch_size: int = 250,
+    desc: str = "",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's completions of ``images`` (float ``[N, 3, H, W]``) under ``task``; returns (outputs, masks).
     With ``desc``, a progress line per batch (a diffusion sampler takes minutes per thousand images on a CPU)."""
     outs, masks = [], []
     patch = int(getattr(getattr(model, "module", model), "patch_size", 1))
-    g = torch.Generator().manual_seed(0)      # fixed masks for random tasks: every model sees the same inputs
+    g = torch.Generator().manual_seed(0)  # fixed masks for random tasks: every model sees the same inputs
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size]
+        x = images[i : i + batch_size]
         m = task_mask(task, x.shape[0], x.shape[-1], patch, g)
         outs.append(family.generate(model, x.to(device), m.to(device)).float().cpu())
         masks.append(m)
@@ -52,8 +60,15 @@ def complete(family, model: nn.Module, images: torch.Tensor, task: TaskConfig, d
     return torch.cat(outs), torch.cat(masks)
 
 
-def evaluate(family, model: nn.Module, groups: dict[str, torch.Tensor], task: TaskConfig, extractor: Extractor,
-             device: torch.device, batch_size: int = 250) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+def evaluate(
+    family,
+    model: nn.Module,
+    groups: dict[str, torch.Tensor],
+    task: TaskConfig,
+    extractor: Extractor,
+    device: torch.device,
+    batch_size: int = 250,
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """FID / IS of the completions of each group's images against those images. Returns (metrics, outputs)."""
     model.eval()
     metrics, outputs = {}, {}

@@ -4,6 +4,7 @@ Offline, Inception weights are usually absent, so raysweep trains an *in-domain*
 (cached by config hash) and uses its penultimate features for FID and its class logits for IS. The extractor's
 name is recorded with every number: numbers from different extractors are not comparable.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,14 +24,22 @@ class InDomainClassifier(nn.Module):
 
     def __init__(self, num_classes: int, width: int = 32):
         super().__init__()
+
         def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                                 nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                                 nn.MaxPool2d(2))
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            )
+
         self.body = nn.Sequential(block(3, width), block(width, 2 * width), block(2 * width, 4 * width))
         self.head = nn.Linear(4 * width, num_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:              # [B, 3, H, W] in [0, 1] -> [B, 4w]
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # [B, 3, H, W] in [0, 1] -> [B, 4w]
         return self.body((x - 0.5) / 0.5).mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

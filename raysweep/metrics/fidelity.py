@@ -1,4 +1,5 @@
 """FID and IS through torch-fidelity (Heusel et al. 2017; Salimans et al. 2016), on in-memory uint8 images."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,9 @@ from raysweep.metrics.extractors import INCEPTION, INDOMAIN, _fidelity
 @dataclass(frozen=True)
 class Extractor:
     """Which network gives the features; ``label`` is recorded with every number."""
-    name: str                      # torch-fidelity registry name
-    weights: str | None = None     # our in-domain classifier's weights file
+
+    name: str  # torch-fidelity registry name
+    weights: str | None = None  # our in-domain classifier's weights file
     label: str = ""
 
     @property
@@ -42,19 +44,33 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
 
-def fid_is(generated: torch.Tensor, reference: torch.Tensor, extractor: Extractor, batch_size: int = 250,
-           cuda: bool = False) -> dict[str, float]:
+def fid_is(
+    generated: torch.Tensor, reference: torch.Tensor, extractor: Extractor, batch_size: int = 250, cuda: bool = False
+) -> dict[str, float]:
     """FID(generated, reference) and IS(generated) for uint8 ``[N, 3, H, W]`` image tensors."""
     from raysweep.paths import cache_dir
+
     tf = _fidelity()
     # only the fixed reference set is cached, under a name with the images' and the extractor's content hashes
     # (a reused cache name silently returns stale statistics)
     ref_hash = hashlib.sha256(reference.numpy().tobytes()).hexdigest()[:16]
     safe_label = "".join(c if c.isalnum() or c in "-_." else "-" for c in extractor.label)
-    kwargs = dict(input1=_U8(generated), input2=_U8(reference), fid=True, isc=True, cuda=cuda,
-                  batch_size=batch_size, save_cpu_ram=True, verbose=False, feature_extractor=extractor.name,
-                  feature_layer_fid=extractor.fid_layer, feature_layer_isc=extractor.isc_layer, isc_splits=10,
-                  cache_root=str(cache_dir() / "fidelity"), input2_cache_name=f"raysweep-ref-{ref_hash}-{safe_label}")
+    kwargs = dict(
+        input1=_U8(generated),
+        input2=_U8(reference),
+        fid=True,
+        isc=True,
+        cuda=cuda,
+        batch_size=batch_size,
+        save_cpu_ram=True,
+        verbose=False,
+        feature_extractor=extractor.name,
+        feature_layer_fid=extractor.fid_layer,
+        feature_layer_isc=extractor.isc_layer,
+        isc_splits=10,
+        cache_root=str(cache_dir() / "fidelity"),
+        input2_cache_name=f"raysweep-ref-{ref_hash}-{safe_label}",
+    )
     if extractor.name == INDOMAIN:
         kwargs["feature_extractor_weights_path"] = extractor.weights
     m = tf.calculate_metrics(**kwargs)

@@ -6,10 +6,11 @@ fixed sin-cos table. Decoder (frozen): decoder_embed, mask_token, decoder_blocks
 The latent compared by Eq. 10 is the ``norm`` output over [cls + kept patches]; ``ctx`` holds the kept-patch ids so
 the teacher encodes the same patches.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import partial
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -23,29 +24,53 @@ from raysweep.models.checkpoints import load_strict, read_state_dict
 
 PRESETS = {
     # 32 px, patch 4: the embedded default (8x8 patch grid, like MAE's 14x14 / MAGE's 16x16 grid)
-    "tiny": dict(img_size=32, patch_size=4, embed_dim=192, depth=6, num_heads=3,
-                 decoder_embed_dim=128, decoder_depth=2, decoder_num_heads=4),
+    "tiny": dict(
+        img_size=32,
+        patch_size=4,
+        embed_dim=192,
+        depth=6,
+        num_heads=3,
+        decoder_embed_dim=128,
+        decoder_depth=2,
+        decoder_num_heads=4,
+    ),
     # mae_vit_base_patch16_dec512d8b (official)
-    "vit_base": dict(img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12,
-                     decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16),
+    "vit_base": dict(
+        img_size=224,
+        patch_size=16,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        decoder_embed_dim=512,
+        decoder_depth=8,
+        decoder_num_heads=16,
+    ),
 }
-OPTIONS = {"pixel_mean", "pixel_std", "mask_ratio", "train_masks"}   # besides any PRESETS key (architecture overrides)
+OPTIONS = {"pixel_mean", "pixel_std", "mask_ratio", "train_masks"}  # besides any PRESETS key (architecture overrides)
 TRAIN_MASKS = ("mixed", "random")
 # ``train_masks: mixed``: half the pretraining steps use one of the paper's I2I tasks at a random size instead of
 # MAE's random masking, so the original has seen contexts of every length it is evaluated on (random 75 % keeps 16
 # of 64 patches, a center hole of 1/2 keeps 48)
-PRETRAIN_TASKS = (("center", 0.25, 0.625), ("outpaint", 0.25, 0.5), ("extend_up", 0.25, 0.5),
-                  ("extend_down", 0.25, 0.5), ("extend_left", 0.25, 0.5), ("extend_right", 0.25, 0.5))
-UNLEARN_OPTIONS: set[str] = set()                     # every MAE option changes the pretrained original
+PRETRAIN_TASKS = (
+    ("center", 0.25, 0.625),
+    ("outpaint", 0.25, 0.5),
+    ("extend_up", 0.25, 0.5),
+    ("extend_down", 0.25, 0.5),
+    ("extend_left", 0.25, 0.5),
+    ("extend_right", 0.25, 0.5),
+)
+UNLEARN_OPTIONS: set[str] = set()  # every MAE option changes the pretrained original
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _sincos_2d(dim: int, grid: int, cls_token: bool) -> np.ndarray:
     """2-D sin-cos position table ``[grid*grid (+1), dim]`` (MAE's get_2d_sincos_pos_embed)."""
+
     def one_d(d: int, pos: np.ndarray) -> np.ndarray:
         omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
         out = np.einsum("m,d->md", pos.reshape(-1), omega)
         return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
     gh, gw = np.meshgrid(np.arange(grid, dtype=np.float32), np.arange(grid, dtype=np.float32))
     emb = np.concatenate([one_d(dim // 2, gh), one_d(dim // 2, gw)], axis=1)
     if cls_token:
@@ -76,30 +101,47 @@ def init_vit_layout(model: nn.Module, modules: Iterable[nn.Module]) -> None:
 
 
 class MaskedAutoencoderViT(nn.Module):
-    def __init__(self, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int,
-                 decoder_embed_dim: int, decoder_depth: int, decoder_num_heads: int, in_chans: int = 3,
-                 mlp_ratio: float = 4.0, pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD):
+    def __init__(
+        self,
+        img_size: int,
+        patch_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        decoder_embed_dim: int,
+        decoder_depth: int,
+        decoder_num_heads: int,
+        in_chans: int = 3,
+        mlp_ratio: float = 4.0,
+        pixel_mean=IMAGENET_MEAN,
+        pixel_std=IMAGENET_STD,
+    ):
         super().__init__()
         norm = partial(nn.LayerNorm, eps=1e-6)
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         n = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, embed_dim), requires_grad=False)
-        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm)
-                                     for _ in range(depth)])
+        self.blocks = nn.ModuleList(
+            [Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(depth)]
+        )
         self.norm = norm(embed_dim)
         self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim, bias=True)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
         self.decoder_pos_embed = nn.Parameter(torch.zeros(1, n + 1, decoder_embed_dim), requires_grad=False)
-        self.decoder_blocks = nn.ModuleList([Block(decoder_embed_dim, decoder_num_heads, mlp_ratio, qkv_bias=True,
-                                                   norm_layer=norm) for _ in range(decoder_depth)])
+        self.decoder_blocks = nn.ModuleList(
+            [
+                Block(decoder_embed_dim, decoder_num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm)
+                for _ in range(decoder_depth)
+            ]
+        )
         self.decoder_norm = norm(decoder_embed_dim)
-        self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size ** 2 * in_chans, bias=True)
+        self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size**2 * in_chans, bias=True)
         # normalisation inside the network (non-persistent: not part of the official state dict)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
         self.patch_size, self.grid = patch_size, img_size // patch_size
-        self.mask_ratio = 0.75   # MAE random masking (pretraining, and the default masks while unlearning)
+        self.mask_ratio = 0.75  # MAE random masking (pretraining, and the default masks while unlearning)
         self.train_masks = "mixed"
         self._init_weights()
 
@@ -107,20 +149,20 @@ class MaskedAutoencoderViT(nn.Module):
         init_vit_layout(self, self.modules())
 
     # ---- pieces -----------------------------------------------------------------------------------
-    def patchify(self, x: torch.Tensor) -> torch.Tensor:          # [B, 3, H, W] -> [B, L, p*p*3]
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:  # [B, 3, H, W] -> [B, L, p*p*3]
         p, g = self.patch_size, self.grid
         x = x.reshape(x.shape[0], 3, g, p, g, p)
         return torch.einsum("nchpwq->nhwpqc", x).reshape(x.shape[0], g * g, p * p * 3)
 
-    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:        # [B, L, p*p*3] -> [B, 3, H, W]
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:  # [B, L, p*p*3] -> [B, 3, H, W]
         p, g = self.patch_size, self.grid
         x = x.reshape(x.shape[0], g, g, p, p, 3)
         return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], 3, g * p, g * p)
 
     def forward_encoder(self, x: torch.Tensor, ids_keep: torch.Tensor) -> torch.Tensor:
         """Normalised images ``[B, 3, H, W]`` and kept patch ids ``[B, K]`` -> latent ``[B, 1+K, D]``."""
-        x = self.patch_embed(x) + self.pos_embed[:, 1:, :]                                     # [B, L, D]
-        x = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))            # [B, K, D]
+        x = self.patch_embed(x) + self.pos_embed[:, 1:, :]  # [B, L, D]
+        x = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # [B, K, D]
         cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1)
         for blk in self.blocks:
@@ -142,8 +184,9 @@ class MaskedAutoencoderViT(nn.Module):
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.pixel_mean) / self.pixel_std
 
-    def forward(self, images: torch.Tensor, ids_keep: torch.Tensor,
-                ids_restore: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, ids_keep: torch.Tensor, ids_restore: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Latent ``[B, 1+K, D]``; with ``ids_restore`` also decoded, ``[B, L, p*p*3]`` (so DDP sees one forward)."""
         latent = self.forward_encoder(self.normalize(images), ids_keep)
         return latent if ids_restore is None else self.forward_decoder(latent, ids_restore)
@@ -155,13 +198,14 @@ def ids_from_patch_mask(pmask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     n_keep = (~pmask).sum(dim=1)
     if not bool((n_keep == n_keep[0]).all()):
         raise ValueError("every image of a batch must keep the same number of patches")
-    ids_shuffle = torch.argsort(pmask.to(torch.int8), dim=1, stable=True)    # kept patches first
+    ids_shuffle = torch.argsort(pmask.to(torch.int8), dim=1, stable=True)  # kept patches first
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     return ids_shuffle[:, : int(n_keep[0])], ids_restore
 
 
-def _ctx(model: MaskedAutoencoderViT, images: torch.Tensor, ctx: dict | None,
-         generator: torch.Generator | None, ratio: float) -> dict:
+def _ctx(
+    model: MaskedAutoencoderViT, images: torch.Tensor, ctx: dict | None, generator: torch.Generator | None, ratio: float
+) -> dict:
     if ctx is not None and "ids_keep" in ctx:
         return ctx
     size = images.shape[-1]
@@ -181,9 +225,12 @@ def build(cfg: ModelConfig) -> MaskedAutoencoderViT:
     unknown = sorted(set(opts) - set(valid))
     if unknown:
         raise ValueError(f"unknown model.options {unknown} for family mae; valid options: {valid}")
-    kw = {k: int(opts.get(k, v)) for k, v in PRESETS[cfg.preset].items()}   # architecture overrides (tests)
-    model = MaskedAutoencoderViT(**kw, pixel_mean=tuple(opts.get("pixel_mean", IMAGENET_MEAN)),
-                                 pixel_std=tuple(opts.get("pixel_std", IMAGENET_STD)))
+    kw = {k: int(opts.get(k, v)) for k, v in PRESETS[cfg.preset].items()}  # architecture overrides (tests)
+    model = MaskedAutoencoderViT(
+        **kw,
+        pixel_mean=tuple(opts.get("pixel_mean", IMAGENET_MEAN)),
+        pixel_std=tuple(opts.get("pixel_std", IMAGENET_STD)),
+    )
     model.mask_ratio = float(opts.get("mask_ratio", 0.75))
     if not 0.0 <= model.mask_ratio < 1.0:
         raise ValueError(f"model.options.mask_ratio={model.mask_ratio} must be in [0, 1)")
@@ -197,8 +244,12 @@ def build(cfg: ModelConfig) -> MaskedAutoencoderViT:
 
 def load_official(model: nn.Module, path: str) -> None:
     """Load ``mae_visualize_vit_base.pth`` (or any file in the facebookresearch/mae layout), strictly."""
-    load_strict(model, read_state_dict(path, key="model"), source=f"checkpoint {path!r}",
-                layout="facebookresearch/mae MaskedAutoencoderViT")
+    load_strict(
+        model,
+        read_state_dict(path, key="model"),
+        source=f"checkpoint {path!r}",
+        layout="facebookresearch/mae MaskedAutoencoderViT",
+    )
 
 
 def encoder_parameters(model: nn.Module) -> Iterable[nn.Parameter]:
@@ -215,8 +266,9 @@ def input_stats(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return m.pixel_mean.view(3), m.pixel_std.view(3)
 
 
-def encode(model: nn.Module, images: torch.Tensor, ctx: dict | None = None,
-           generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+def encode(
+    model: nn.Module, images: torch.Tensor, ctx: dict | None = None, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, dict]:
     """Latent ``[B, 1+K, D]`` of images in [0, 1]. ``ctx`` None = random masking; ``{"mask": [B,H,W]}`` = that
     task mask; a ctx returned by an earlier call = the very same kept patches (teacher == student masks)."""
     m = getattr(model, "module", model)
@@ -224,8 +276,9 @@ def encode(model: nn.Module, images: torch.Tensor, ctx: dict | None = None,
     return model(images, ctx["ids_keep"]), ctx
 
 
-def forget_input(images: torch.Tensor, noise: torch.Tensor, is_forget: torch.Tensor, ctx: dict,
-                 kind: str = "gaussian") -> tuple[torch.Tensor, dict]:
+def forget_input(
+    images: torch.Tensor, noise: torch.Tensor, is_forget: torch.Tensor, ctx: dict, kind: str = "gaussian"
+) -> tuple[torch.Tensor, dict]:
     """Eq. 10: the teacher encodes T(n) for forget rows (the noise image under the same masks) and T(x_r) else."""
     return torch.where(is_forget.view(-1, 1, 1, 1), noise, images), ctx
 
@@ -248,13 +301,16 @@ def generate(model: nn.Module, images: torch.Tensor, mask: torch.Tensor) -> torc
 def pretrain_stages(cfg: Config) -> list:
     """One stage: the whole MAE."""
     from raysweep.models import Stage
+
     def params(m: nn.Module) -> Iterable[nn.Parameter]:
-        return [p for p in getattr(m, "module", m).parameters() if p.requires_grad]   # pos_embed stays fixed
+        return [p for p in getattr(m, "module", m).parameters() if p.requires_grad]  # pos_embed stays fixed
+
     return [Stage("model", params, cfg.pretrain.epochs, cfg.pretrain.lr)]
 
 
-def pretrain_mask(model: MaskedAutoencoderViT, images: torch.Tensor,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def pretrain_mask(
+    model: MaskedAutoencoderViT, images: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """The pixel mask of one pretraining step: MAE's random masking, or (``train_masks: mixed``, every other step
     on average) one I2I task of ``PRETRAIN_TASKS`` with a uniformly drawn size, the same for the whole batch."""
     b, size, dev = images.shape[0], images.shape[-1], images.device
@@ -265,14 +321,15 @@ def pretrain_mask(model: MaskedAutoencoderViT, images: torch.Tensor,
     return task_mask(TaskConfig(name, lo + (hi - lo) * u[2]), b, size, model.patch_size, generator, dev)
 
 
-def pretrain_loss(model: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None,
-                  stage: str = "model") -> torch.Tensor:
+def pretrain_loss(
+    model: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None, stage: str = "model"
+) -> torch.Tensor:
     """MAE's own objective: per-patch MSE in normalised pixel space, averaged over the removed patches (on the
     masks of :func:`pretrain_mask`)."""
     m = getattr(model, "module", model)
     ctx = _ctx(m, images, {"mask": pretrain_mask(m, images, generator)}, generator, m.mask_ratio)
-    pred = model(images, ctx["ids_keep"], ctx["ids_restore"])               # [B, L, p*p*3]
+    pred = model(images, ctx["ids_keep"], ctx["ids_restore"])  # [B, L, p*p*3]
     target = m.patchify(m.normalize(images))
-    removed = patch_mask(ctx["mask"], m.patch_size).float()                  # [B, L]
+    removed = patch_mask(ctx["mask"], m.patch_size).float()  # [B, L]
     per_patch = ((pred - target) ** 2).mean(dim=-1)
     return (per_patch * removed).sum() / removed.sum()

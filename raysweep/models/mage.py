@@ -21,11 +21,12 @@ Pretraining of the embedded default has two stages (:func:`pretrain_stages`): th
 :mod:`raysweep.models.vqgan`), then the transformer on its tokens with MAGE's variable masking ratio (truncated
 normal mu 0.55, std 0.25 on [0.5, 1]), 50% token dropping and label-smoothed (0.1) cross-entropy on masked tokens.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from functools import partial
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -43,19 +44,49 @@ from raysweep.models.vqgan import VQGAN, tokenizer_loss
 
 PRESETS = {
     # 32 px, 8x8 tokens (tokenizer downsamples by 4)
-    "tiny": dict(img_size=32, embed_dim=192, depth=6, num_heads=3,
-                 decoder_embed_dim=192, decoder_depth=2, decoder_num_heads=3),
+    "tiny": dict(
+        img_size=32, embed_dim=192, depth=6, num_heads=3, decoder_embed_dim=192, decoder_depth=2, decoder_num_heads=3
+    ),
     # mage_vit_base_patch16 (official)
-    "vit_base": dict(img_size=256, embed_dim=768, depth=12, num_heads=12,
-                     decoder_embed_dim=768, decoder_depth=8, decoder_num_heads=16),
+    "vit_base": dict(
+        img_size=256,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        decoder_embed_dim=768,
+        decoder_depth=8,
+        decoder_num_heads=16,
+    ),
 }
 # options besides any PRESETS key and any tokenizer key (tok_ch, tok_z_channels, ...)
-OPTIONS = {"mask_ratio_min", "mask_ratio_max", "mask_ratio_mu", "mask_ratio_std", "emb_dropout", "decode_steps",
-           "choice_temperature", "token_margin", "pixel_mean", "pixel_std", "untie_decoder", "tokenizer_checkpoint",
-           "tokenizer_epochs", "tokenizer_lr", "restart_every"}
+OPTIONS = {
+    "mask_ratio_min",
+    "mask_ratio_max",
+    "mask_ratio_mu",
+    "mask_ratio_std",
+    "emb_dropout",
+    "decode_steps",
+    "choice_temperature",
+    "token_margin",
+    "pixel_mean",
+    "pixel_std",
+    "untie_decoder",
+    "tokenizer_checkpoint",
+    "tokenizer_epochs",
+    "tokenizer_lr",
+    "restart_every",
+}
 # options that change only how the original is unlearned or evaluated, never how it is pretrained
-UNLEARN_OPTIONS = {"untie_decoder", "decode_steps", "choice_temperature", "token_margin", "pixel_mean", "pixel_std", "emb_dropout"}
-NUM_CLASS_TOKENS = 1000     # the official vocabulary: codebook + 1000 class ids + [MASK]
+UNLEARN_OPTIONS = {
+    "untie_decoder",
+    "decode_steps",
+    "choice_temperature",
+    "token_margin",
+    "pixel_mean",
+    "pixel_std",
+    "emb_dropout",
+}
+NUM_CLASS_TOKENS = 1000  # the official vocabulary: codebook + 1000 class ids + [MASK]
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -72,7 +103,7 @@ class BertEmbeddings(nn.Module):
         nn.init.normal_(self.word_embeddings.weight, std=0.02)
         nn.init.normal_(self.position_embeddings.weight, std=0.02)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:           # [B, L] -> [B, L, D]
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, L, D]
         pos = self.position_embeddings(self.position_ids[:, : ids.shape[1]])
         return self.dropout(self.LayerNorm(self.word_embeddings(ids) + pos))
 
@@ -91,38 +122,54 @@ class MlmLayer(nn.Module):
 
 
 class MaskedGenerativeEncoderViT(nn.Module):
-    def __init__(self, vqgan: VQGAN, img_size: int, embed_dim: int, depth: int, num_heads: int,
-                 decoder_embed_dim: int, decoder_depth: int, decoder_num_heads: int, mlp_ratio: float = 4.0,
-                 emb_dropout: float = 0.0, untie_decoder: bool = False):
+    def __init__(
+        self,
+        vqgan: VQGAN,
+        img_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        decoder_embed_dim: int,
+        decoder_depth: int,
+        decoder_num_heads: int,
+        mlp_ratio: float = 4.0,
+        emb_dropout: float = 0.0,
+        untie_decoder: bool = False,
+    ):
         super().__init__()
         norm = partial(nn.LayerNorm, eps=1e-6)
         self.vqgan = vqgan.requires_grad_(False)
         self.grid = img_size // vqgan.downsample
-        n = self.grid ** 2
+        n = self.grid**2
         self.codebook_size = vqgan.n_embed
         vocab = self.codebook_size + NUM_CLASS_TOKENS + 1
-        self.fake_class_label = self.codebook_size + 1100 - 1024      # official: 1100 with a 1024 codebook
+        self.fake_class_label = self.codebook_size + 1100 - 1024  # official: 1100 with a 1024 codebook
         self.mask_token_label = vocab - 1
         self.token_emb = BertEmbeddings(vocab, embed_dim, n + 1, emb_dropout)
         # present in the official state dict, unused by the forward pass
         self.patch_embed = PatchEmbed(img_size, vqgan.downsample, 3, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, embed_dim), requires_grad=False)
-        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm)
-                                     for _ in range(depth)])
+        self.blocks = nn.ModuleList(
+            [Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm) for _ in range(depth)]
+        )
         self.norm = norm(embed_dim)
         self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
         self.decoder_pos_embed = nn.Parameter(torch.zeros(1, n + 1, decoder_embed_dim), requires_grad=False)
         self.decoder_pos_embed_learned = nn.Parameter(torch.zeros(1, n + 1, decoder_embed_dim))
-        self.decoder_blocks = nn.ModuleList([Block(decoder_embed_dim, decoder_num_heads, mlp_ratio, qkv_bias=True,
-                                                   norm_layer=norm) for _ in range(decoder_depth)])
+        self.decoder_blocks = nn.ModuleList(
+            [
+                Block(decoder_embed_dim, decoder_num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm)
+                for _ in range(decoder_depth)
+            ]
+        )
         self.decoder_norm = norm(decoder_embed_dim)
-        self.decoder_pred = nn.Linear(decoder_embed_dim, vqgan.downsample ** 2 * 3)
+        self.decoder_pred = nn.Linear(decoder_embed_dim, vqgan.downsample**2 * 3)
         self.mlm_layer = MlmLayer(decoder_embed_dim, embed_dim, vocab)
         self._init_weights()
         self.untied = untie_decoder
-        if untie_decoder:   # the decoder's own frozen copy of the original's word embeddings
+        if untie_decoder:  # the decoder's own frozen copy of the original's word embeddings
             self.register_buffer("decoder_word_embeddings", self.token_emb.word_embeddings.weight.detach().clone())
             self._register_load_state_dict_pre_hook(_fill_untied, with_module=True)
         # settings (not weights)
@@ -139,16 +186,16 @@ class MaskedGenerativeEncoderViT(nn.Module):
         init_vit_layout(self, (m for name, m in self.named_modules() if not name.startswith("vqgan")))
 
     # ---- pieces -------------------------------------------------------------------------------------
-    def with_class_token(self, ids: torch.Tensor) -> torch.Tensor:   # [B, L] -> [B, 1+L]
+    def with_class_token(self, ids: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, 1+L]
         cls = torch.full((ids.shape[0], 1), self.fake_class_label, dtype=torch.long, device=ids.device)
         return torch.cat([cls, ids], dim=1)
 
     def forward_encoder(self, ids: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
         """Token ids ``[B, 1+L]`` ([MASK] already in place) and drop mask ``[B, 1+L]`` (same count per row)
         -> latent ``[B, 1+K, D]`` over the kept tokens."""
-        x = self.token_emb(ids)                                                        # [B, 1+L, D]
+        x = self.token_emb(ids)  # [B, 1+L, D]
         keep = (~drop).nonzero(as_tuple=True)
-        x = x[keep].view(ids.shape[0], -1, x.shape[-1])                                # [B, 1+K, D]
+        x = x[keep].view(ids.shape[0], -1, x.shape[-1])  # [B, 1+K, D]
         for blk in self.blocks:
             x = blk(x)
         return self.norm(x)
@@ -198,27 +245,33 @@ def _filled(images: torch.Tensor, ctx: dict, fill: tuple) -> torch.Tensor:
 def _check_size(model: MaskedGenerativeEncoderViT, images: torch.Tensor) -> None:
     side = model.grid * model.vqgan.downsample
     if images.shape[-1] != side or images.shape[-2] != side:
-        raise ValueError(f"images are {tuple(images.shape[-2:])} but this MAGE takes {side}x{side}; set "
-                         f"data.image_size={side} or model.options.img_size={images.shape[-1]}")
+        raise ValueError(
+            f"images are {tuple(images.shape[-2:])} but this MAGE takes {side}x{side}; set "
+            f"data.image_size={side} or model.options.img_size={images.shape[-1]}"
+        )
 
 
 # ---- masks ----------------------------------------------------------------------------------------
 def _truncnorm(m: dict, generator: torch.Generator | None, device: torch.device) -> float:
     """One draw of the MAGE masking ratio: N(mu, std) truncated to [min, max] (inverse CDF)."""
     nd = torch.distributions.Normal(0.0, 1.0)
-    lo, hi = nd.cdf(torch.tensor((m["min"] - m["mu"]) / m["std"])), nd.cdf(torch.tensor((m["max"] - m["mu"]) / m["std"]))
+    lo, hi = (
+        nd.cdf(torch.tensor((m["min"] - m["mu"]) / m["std"])),
+        nd.cdf(torch.tensor((m["max"] - m["mu"]) / m["std"])),
+    )
     u = torch.rand((), generator=generator, device=device).cpu()
     return float(m["mu"] + m["std"] * nd.icdf(lo + u * (hi - lo)).clamp(-30, 30))
 
 
-def training_masks(model: MaskedGenerativeEncoderViT, batch: int, generator: torch.Generator | None,
-                   device: torch.device) -> dict:
+def training_masks(
+    model: MaskedGenerativeEncoderViT, batch: int, generator: torch.Generator | None, device: torch.device
+) -> dict:
     """MAGE pretraining masks (official §1.1): ceil(L * min_ratio) tokens dropped, ceil(L * r) tokens masked with
     r ~ truncated normal; dropped tokens are a subset of the masked ones. Position 0 (class token) is never masked."""
-    n = model.grid ** 2
+    n = model.grid**2
     rate = _truncnorm(model.mask_ratio, generator, device)
     n_drop, n_mask = math.ceil(n * model.mask_ratio["min"]), math.ceil(n * rate)
-    ranks = torch.rand(batch, n, generator=generator, device=device).argsort(1).argsort(1)   # [B, L]
+    ranks = torch.rand(batch, n, generator=generator, device=device).argsort(1).argsort(1)  # [B, L]
     zero = torch.zeros(batch, 1, dtype=torch.bool, device=device)
     return {"drop": torch.cat([zero, ranks < n_drop], 1), "masked": torch.cat([zero, ranks < n_mask], 1)}
 
@@ -227,7 +280,7 @@ def task_token_masks(model: MaskedGenerativeEncoderViT, mask: torch.Tensor) -> d
     """A pixel mask ``[B, H, W]`` -> masked tokens: every token touching the hole plus ``token_margin`` tokens
     around it (official §4.1: 1-token margin, because the VQ-GAN's receptive field sees the fill); nothing dropped."""
     f, g = model.vqgan.downsample, model.grid
-    tok = mask.view(mask.shape[0], g, f, g, f).any(4).any(2).float()                   # [B, g, g]
+    tok = mask.view(mask.shape[0], g, f, g, f).any(4).any(2).float()  # [B, g, g]
     if model.token_margin:
         k = 2 * model.token_margin + 1
         tok = F.max_pool2d(tok[:, None], k, stride=1, padding=model.token_margin)[:, 0]
@@ -237,11 +290,12 @@ def task_token_masks(model: MaskedGenerativeEncoderViT, mask: torch.Tensor) -> d
     return {"mask": mask, "fill_hole": True, "masked": masked, "drop": torch.zeros_like(masked)}
 
 
-def _ctx(model: MaskedGenerativeEncoderViT, images: torch.Tensor, ctx: dict | None,
-         generator: torch.Generator | None) -> dict:
+def _ctx(
+    model: MaskedGenerativeEncoderViT, images: torch.Tensor, ctx: dict | None, generator: torch.Generator | None
+) -> dict:
     _check_size(model, images)
     if ctx is not None and "masked" in ctx:
-        return ctx                                                  # the student's masks, shared with the teacher
+        return ctx  # the student's masks, shared with the teacher
     if ctx is not None and "mask" in ctx:
         mask = ctx["mask"]
         if mask.shape[-1] != images.shape[-1]:
@@ -273,10 +327,13 @@ def build(cfg: ModelConfig) -> MaskedGenerativeEncoderViT:
     vq = VQGAN(**_tokenizer_kwargs(cfg.preset, opts), restart_every=int(opts.get("restart_every", 100)))
     kw = {k: int(opts.get(k, v)) for k, v in PRESETS[cfg.preset].items()}
     if kw["img_size"] % vq.downsample:
-        raise ValueError(f"model.options.img_size={kw['img_size']} must be a multiple of the tokenizer's "
-                         f"downsampling factor {vq.downsample}")
-    model = MaskedGenerativeEncoderViT(vq, **kw, emb_dropout=float(opts.get("emb_dropout", 0.0)),
-                                       untie_decoder=bool(opts.get("untie_decoder", False)))
+        raise ValueError(
+            f"model.options.img_size={kw['img_size']} must be a multiple of the tokenizer's "
+            f"downsampling factor {vq.downsample}"
+        )
+    model = MaskedGenerativeEncoderViT(
+        vq, **kw, emb_dropout=float(opts.get("emb_dropout", 0.0)), untie_decoder=bool(opts.get("untie_decoder", False))
+    )
     for k in ("min", "max", "mu", "std"):
         model.mask_ratio[k] = float(opts.get(f"mask_ratio_{k}", model.mask_ratio[k]))
     mr = model.mask_ratio
@@ -323,8 +380,9 @@ def input_stats(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(m.pixel_mean), torch.tensor(m.pixel_std)
 
 
-def encode(model: nn.Module, images: torch.Tensor, ctx: dict | None = None,
-           generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+def encode(
+    model: nn.Module, images: torch.Tensor, ctx: dict | None = None, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, dict]:
     """Latent ``[B, 1+K, D]`` of images in [0, 1] (``norm`` output over kept tokens). ``ctx`` None = MAGE training
     masks; ``{"mask": [B,H,W]}`` = that task's token masks; an earlier call's ctx = the very same masks."""
     m = getattr(model, "module", model)
@@ -348,58 +406,60 @@ def generate(model: nn.Module, images: torch.Tensor, mask: torch.Tensor, seed: i
     m = getattr(model, "module", model)
     _check_size(m, images)
     ctx = task_token_masks(m, mask)
-    masked = ctx["masked"][:, 1:]                                                     # [B, L]
+    masked = ctx["masked"][:, 1:]  # [B, L]
     n = masked.shape[1]
     gen = torch.Generator(device=images.device).manual_seed(seed)
     ids = m.vqgan.tokenize(_filled(images, ctx, m.pixel_mean)).masked_fill(masked, m.mask_token_label)
-    rate = masked.float().mean(1)                                                     # [B] masked fraction
+    rate = masked.float().mean(1)  # [B] masked fraction
     no_drop = torch.zeros(ids.shape[0], n + 1, dtype=torch.bool, device=ids.device)
     for step in range(m.decode_steps):
         r = (step + 1) / m.decode_steps
-        ratio = math.cos(math.pi / 2 * r)                  # fraction of all tokens still masked after this step
-        unknown = ids == m.mask_token_label                                           # [B, L]
+        ratio = math.cos(math.pi / 2 * r)  # fraction of all tokens still masked after this step
+        unknown = ids == m.mask_token_label  # [B, L]
         if not bool(unknown.any()):
             break
         if step < m.decode_steps - 1 and bool((rate <= ratio).all()):
-            continue                             # official: steps above the masked fraction are skipped
+            continue  # official: steps above the masked fraction are skipped
         full = m.with_class_token(ids)
         logits = m.forward_decoder(m.forward_encoder(full, no_drop), no_drop, full == m.mask_token_label)
-        logits = logits[:, 1:, : m.codebook_size].float()                             # [B, L, K]
+        logits = logits[:, 1:, : m.codebook_size].float()  # [B, L, K]
         probs = logits.softmax(-1)
         sampled = torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=gen).view(ids.shape)
         sampled = torch.where(unknown, sampled, ids)
         conf = torch.gather(probs, -1, sampled[..., None])[..., 0].clamp_min(1e-30).log()
         u = torch.rand(conf.shape, generator=gen, device=conf.device).clamp(1e-20, 1 - 1e-7)
-        conf = conf + m.choice_temperature * (1 - r) * -torch.log(-torch.log(u))       # Gumbel noise
+        conf = conf + m.choice_temperature * (1 - r) * -torch.log(-torch.log(u))  # Gumbel noise
         conf = torch.where(unknown, conf, torch.full_like(conf, float("inf")))
         # tokens left masked: floor(L * cos schedule) over all L tokens (official), at least one fewer than now,
         # none after the last step; rows whose masked fraction is below the schedule keep theirs (skipped step)
-        n_unknown = unknown.sum(1)                                                    # [B]
+        n_unknown = unknown.sum(1)  # [B]
         if step == m.decode_steps - 1:
             keep_masked = torch.zeros_like(n_unknown)
         else:
             keep_masked = (n_unknown - 1).clamp(min=0, max=math.floor(n * ratio))
             keep_masked = torch.where(rate <= ratio, n_unknown, keep_masked)
-        remask = conf.argsort(1).argsort(1) < keep_masked[:, None]                   # least confident first
+        remask = conf.argsort(1).argsort(1) < keep_masked[:, None]  # least confident first
         ids = torch.where(remask, torch.full_like(ids, m.mask_token_label), sampled)
     out = m.vqgan.decode_ids(ids, m.grid).clamp(0.0, 1.0)
     return torch.where(mask.unsqueeze(1), out, images).clamp(0.0, 1.0)
 
 
-def pretrain_loss(model: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None,
-                  stage: str = "transformer") -> torch.Tensor:
+def pretrain_loss(
+    model: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None, stage: str = "transformer"
+) -> torch.Tensor:
     """Stage ``tokenizer``: VQ-GAN reconstruction; stage ``transformer``: MAGE's masked-token prediction
     (label-smoothed CE 0.1 over the codebook, averaged over masked tokens)."""
     m = getattr(model, "module", model)
     if stage == "tokenizer":
         recon, vq_loss = model(images, {"stage": "tokenizer"})
         return tokenizer_loss(recon, images, vq_loss)
-    target = m.vqgan.tokenize(images)                                                  # [B, L]
+    target = m.vqgan.tokenize(images)  # [B, L]
     ctx = {**training_masks(m, images.shape[0], generator, images.device), "ids": target}
     _, logits = model(images, ctx, decode=True)
     logits = logits[:, 1:, : m.codebook_size]
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none",
-                         label_smoothing=0.1).view(target.shape)
+    ce = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none", label_smoothing=0.1
+    ).view(target.shape)
     w = ctx["masked"][:, 1:].float()
     return (ce * w).sum() / w.sum()
 
@@ -418,6 +478,12 @@ def pretrain_stages(cfg: Config) -> list[Stage]:
             yield from mod.parameters()
         yield m.decoder_pos_embed_learned
 
-    return [Stage("tokenizer", tokenizer_params, int(opts.get("tokenizer_epochs", cfg.pretrain.epochs)),
-                  float(opts.get("tokenizer_lr", cfg.pretrain.lr))),
-            Stage("transformer", transformer_params, cfg.pretrain.epochs, cfg.pretrain.lr)]
+    return [
+        Stage(
+            "tokenizer",
+            tokenizer_params,
+            int(opts.get("tokenizer_epochs", cfg.pretrain.epochs)),
+            float(opts.get("tokenizer_lr", cfg.pretrain.lr)),
+        ),
+        Stage("transformer", transformer_params, cfg.pretrain.epochs, cfg.pretrain.lr),
+    ]

@@ -18,9 +18,10 @@ strictly (docs/protocol.md §5.2).
   step, the start is y_cond (official), the seed is fixed. :func:`generation` names the sampler for the metrics.
 - Decoder (frozen, bit-identical after unlearning): output_blocks and out.
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -36,15 +37,33 @@ PRESETS = {
     # 32 px: 32/64 channels at 32/16 px, 2 res blocks per level, attention in the middle block only
     "tiny": dict(inner_channel=32, channel_mults=(1, 2), res_blocks=2, attn_res=(), num_head_channels=32),
     # the official Places2 inpainting config (inpainting_places2.json)
-    "vit_base": dict(inner_channel=64, channel_mults=(1, 2, 4, 8), res_blocks=2, attn_res=(16,),
-                     num_head_channels=32),
+    "vit_base": dict(inner_channel=64, channel_mults=(1, 2, 4, 8), res_blocks=2, attn_res=(16,), num_head_channels=32),
 }
-OPTIONS = {"inner_channel", "channel_mults", "res_blocks", "attn_res", "num_head_channels", "dropout",
-           "timesteps", "linear_start", "linear_end", "sampler", "sample_steps", "train_masks", "frozen_input_blocks"}
+OPTIONS = {
+    "inner_channel",
+    "channel_mults",
+    "res_blocks",
+    "attn_res",
+    "num_head_channels",
+    "dropout",
+    "timesteps",
+    "linear_start",
+    "linear_end",
+    "sampler",
+    "sample_steps",
+    "train_masks",
+    "frozen_input_blocks",
+}
 UNLEARN_OPTIONS = {"sampler", "sample_steps", "dropout", "frozen_input_blocks"}
 SAMPLERS = ("ddim", "ddpm")
-BUFFERS = ("gammas", "sqrt_recip_gammas", "sqrt_recipm1_gammas", "posterior_log_variance_clipped",
-           "posterior_mean_coef1", "posterior_mean_coef2")
+BUFFERS = (
+    "gammas",
+    "sqrt_recip_gammas",
+    "sqrt_recipm1_gammas",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
+)
 
 
 class PaletteNetwork(nn.Module):
@@ -53,7 +72,7 @@ class PaletteNetwork(nn.Module):
     def __init__(self, unet: UNet, timesteps: int = 2000, linear_start: float = 1e-6, linear_end: float = 1e-2):
         super().__init__()
         self.denoise_fn = unet
-        betas = np.linspace(linear_start, linear_end, timesteps, dtype=np.float64)     # official train schedule
+        betas = np.linspace(linear_start, linear_end, timesteps, dtype=np.float64)  # official train schedule
         alphas = 1.0 - betas
         gammas = np.cumprod(alphas)
         prev = np.append(1.0, gammas[:-1])
@@ -61,6 +80,7 @@ class PaletteNetwork(nn.Module):
 
         def f32(a: np.ndarray) -> torch.Tensor:
             return torch.tensor(a, dtype=torch.float32)
+
         self.register_buffer("gammas", f32(gammas))
         self.register_buffer("sqrt_recip_gammas", f32(np.sqrt(1.0 / gammas)))
         self.register_buffer("sqrt_recipm1_gammas", f32(np.sqrt(1.0 / gammas - 1)))
@@ -82,7 +102,7 @@ class PaletteNetwork(nn.Module):
 
 # ---- noising and masks ------------------------------------------------------------------------------
 def _to_model(images: torch.Tensor) -> torch.Tensor:
-    return images * 2.0 - 1.0                                                   # [0, 1] -> [-1, 1]
+    return images * 2.0 - 1.0  # [0, 1] -> [-1, 1]
 
 
 def train_masks(model: PaletteNetwork, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -101,13 +121,14 @@ def train_masks(model: PaletteNetwork, images: torch.Tensor, generator: torch.Ge
     mask = rows[:, :, None] & cols[:, None, :]
     if model.train_masks == "mixed":
         c = torch.zeros(s, s, dtype=torch.bool, device=dev)
-        c[s // 4: s - s // 4, s // 4: s - s // 4] = True
+        c[s // 4 : s - s // 4, s // 4 : s - s // 4] = True
         mask[::2] = c
     return mask
 
 
-def _noising(model: PaletteNetwork, images: torch.Tensor, mask: torch.Tensor,
-             generator: torch.Generator | None) -> dict:
+def _noising(
+    model: PaletteNetwork, images: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None
+) -> dict:
     """t, continuous gamma, eps and y_cond for a batch (Palette's forward)."""
     b, dev = images.shape[0], images.device
     t = torch.randint(1, model.timesteps, (b,), generator=generator, device=dev)
@@ -146,16 +167,22 @@ def build(cfg: ModelConfig) -> PaletteNetwork:
     if kw["inner_channel"] % 32:
         raise ValueError(f"model.options.inner_channel={kw['inner_channel']} must be a multiple of 32 (GroupNorm(32))")
     unet = UNet(in_channel=6, out_channel=3, dropout=float(opts.get("dropout", 0.0)), **kw)
-    model = PaletteNetwork(unet, int(opts.get("timesteps", 2000)), float(opts.get("linear_start", 1e-6)),
-                           float(opts.get("linear_end", 1e-2)))
+    model = PaletteNetwork(
+        unet,
+        int(opts.get("timesteps", 2000)),
+        float(opts.get("linear_start", 1e-6)),
+        float(opts.get("linear_end", 1e-2)),
+    )
     model.sampler = str(opts.get("sampler", "ddim"))
     model.sample_steps = int(opts.get("sample_steps", 25))
     model.train_masks = str(opts.get("train_masks", "mixed"))
     model.frozen_input_blocks = int(opts.get("frozen_input_blocks", 0))
     n_in = len(unet.input_blocks)
     if not 0 <= model.frozen_input_blocks <= n_in:
-        raise ValueError(f"model.options.frozen_input_blocks={model.frozen_input_blocks} must be in [0, {n_in}] "
-                         f"(this UNet has {n_in} input blocks)")
+        raise ValueError(
+            f"model.options.frozen_input_blocks={model.frozen_input_blocks} must be in [0, {n_in}] "
+            f"(this UNet has {n_in} input blocks)"
+        )
     if model.sampler not in SAMPLERS:
         raise ValueError(f"model.options.sampler={model.sampler!r}; choose one of {list(SAMPLERS)}")
     if not 1 <= model.sample_steps <= model.timesteps:
@@ -218,8 +245,9 @@ def _flat(maps: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([h.flatten(1) * (total / n) ** 0.5 for h, n in zip(maps, sizes)], dim=1)
 
 
-def encode(model: nn.Module, images: torch.Tensor, ctx: dict | None = None,
-           generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+def encode(
+    model: nn.Module, images: torch.Tensor, ctx: dict | None = None, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, dict]:
     """Encoder maps of images in [0, 1] as ``[B, N]``. ``ctx`` None = a training hole and fresh noising;
     ``{"mask": ...}`` = that hole; an earlier ctx = the same t, gamma, eps and hole. ``ctx["pure_noise"]`` (bool
     ``[B]``, set by :func:`forget_input`) gives those rows the App. C.25 forget input."""
@@ -229,8 +257,9 @@ def encode(model: nn.Module, images: torch.Tensor, ctx: dict | None = None,
     return _flat(model(x, ctx["gamma"], encode_only=True)), ctx
 
 
-def forget_input(images: torch.Tensor, noise: torch.Tensor, is_forget: torch.Tensor, ctx: dict,
-                 kind: str = "gaussian") -> tuple[torch.Tensor, dict]:
+def forget_input(
+    images: torch.Tensor, noise: torch.Tensor, is_forget: torch.Tensor, ctx: dict, kind: str = "gaussian"
+) -> tuple[torch.Tensor, dict]:
     """App. C.25: the teacher keeps the real image (context and y_cond) and sees noise n in place of x~ inside the
     hole for forget rows. ``gaussian``: n = the very eps that made the student's x~ (official §1.2: q_sample returns
     ``noise`` itself) - a fresh draw would add a target the student cannot predict (measured: the forget term did not
@@ -240,7 +269,7 @@ def forget_input(images: torch.Tensor, noise: torch.Tensor, is_forget: torch.Ten
     if kind == "gaussian":
         n = eps
     elif kind == "uniform":
-        n = torch.special.erf(eps / 2 ** 0.5)                       # 2 * Phi(eps) - 1
+        n = torch.special.erf(eps / 2**0.5)  # 2 * Phi(eps) - 1
     else:
         n = noise * 2.0 - 1.0
     return images, {**ctx, "pure_noise": is_forget, "forget_noise": n}
@@ -262,8 +291,9 @@ def generate(model: nn.Module, images: torch.Tensor, mask: torch.Tensor, seed: i
         for i in reversed(range(T)):
             t = torch.full((b,), i, device=y0.device, dtype=torch.long)
             eps = m.denoise_fn(torch.cat([y_cond, y_t], 1), m.gammas[t])
-            x0 = (m.sqrt_recip_gammas[t].view(-1, 1, 1, 1) * y_t
-                  - m.sqrt_recipm1_gammas[t].view(-1, 1, 1, 1) * eps).clamp(-1, 1)
+            x0 = (
+                m.sqrt_recip_gammas[t].view(-1, 1, 1, 1) * y_t - m.sqrt_recipm1_gammas[t].view(-1, 1, 1, 1) * eps
+            ).clamp(-1, 1)
             mean = m.posterior_mean_coef1[t].view(-1, 1, 1, 1) * x0 + m.posterior_mean_coef2[t].view(-1, 1, 1, 1) * y_t
             z = torch.randn(y_t.shape, generator=gen, device=y0.device) if i > 0 else torch.zeros_like(y_t)
             y_t = mean + z * (0.5 * m.posterior_log_variance_clipped[t].view(-1, 1, 1, 1)).exp()
@@ -275,7 +305,7 @@ def generate(model: nn.Module, images: torch.Tensor, mask: torch.Tensor, seed: i
             eps = m.denoise_fn(torch.cat([y_cond, y_t], 1), g.expand(b))
             x0 = ((y_t - (1 - g).sqrt() * eps) / g.sqrt()).clamp(-1, 1)
             g_next = m.gammas[int(ts[k + 1])] if k + 1 < len(ts) else torch.ones((), device=y0.device)
-            y_t = g_next.sqrt() * x0 + (1 - g_next).sqrt() * eps                    # eta = 0
+            y_t = g_next.sqrt() * x0 + (1 - g_next).sqrt() * eps  # eta = 0
             y_t = y0 * (1 - hole) + hole * y_t
     out = ((y_t + 1) / 2).clamp(0.0, 1.0)
     return torch.where(mask.unsqueeze(1), out, images)
@@ -287,8 +317,9 @@ def generation(model: nn.Module) -> str:
     return f"ddpm-{m.timesteps}" if m.sampler == "ddpm" else f"ddim-{m.sample_steps}"
 
 
-def pretrain_loss(model: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None,
-                  stage: str = "model") -> torch.Tensor:
+def pretrain_loss(
+    model: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None, stage: str = "model"
+) -> torch.Tensor:
     """Palette's objective: MSE(mask * eps, mask * eps_hat) (official network.py forward)."""
     m = getattr(model, "module", model)
     ctx = _noising(m, images, train_masks(m, images, generator), generator)
@@ -298,5 +329,4 @@ def pretrain_loss(model: nn.Module, images: torch.Tensor, generator: torch.Gener
 
 
 def pretrain_stages(cfg: Config) -> list[Stage]:
-    return [Stage("model", lambda mdl: getattr(mdl, "module", mdl).parameters(), cfg.pretrain.epochs,
-                  cfg.pretrain.lr)]
+    return [Stage("model", lambda mdl: getattr(mdl, "module", mdl).parameters(), cfg.pretrain.epochs, cfg.pretrain.lr)]

@@ -5,6 +5,7 @@ jpmorganchase/i2i_Palette), with the same module names so that ``16_Network.pth`
 ``output_blocks``, ``out``. Scale-shift norm and resblock up/down as in the Places2 config; attention only where
 ``attn_res`` says (the official config ends up with attention in the middle block only).
 """
+
 from __future__ import annotations
 
 import math
@@ -41,15 +42,17 @@ def _zero(m: nn.Module) -> nn.Module:
 class ResBlock(nn.Module):
     """Residual block with the noise-level embedding applied as scale and shift of the second norm."""
 
-    def __init__(self, cin: int, emb: int, dropout: float, cout: int | None = None, up: bool = False,
-                 down: bool = False):
+    def __init__(
+        self, cin: int, emb: int, dropout: float, cout: int | None = None, up: bool = False, down: bool = False
+    ):
         super().__init__()
         cout = cout or cin
         self.in_layers = nn.Sequential(_norm(cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1))
         self.up, self.down = up, down
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb, 2 * cout))
-        self.out_layers = nn.Sequential(_norm(cout), nn.SiLU(), nn.Dropout(dropout),
-                                        _zero(nn.Conv2d(cout, cout, 3, padding=1)))
+        self.out_layers = nn.Sequential(
+            _norm(cout), nn.SiLU(), nn.Dropout(dropout), _zero(nn.Conv2d(cout, cout, 3, padding=1))
+        )
         self.skip_connection = nn.Identity() if cout == cin else nn.Conv2d(cin, cout, 1)
 
     def _resample(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,7 +85,7 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, *sp = x.shape
         x = x.reshape(b, c, -1)
-        qkv = self.qkv(self.norm(x))                                               # [B, 3C, T]
+        qkv = self.qkv(self.norm(x))  # [B, 3C, T]
         ch = c // self.heads
         q, k, v = qkv.reshape(b * self.heads, 3 * ch, -1).split(ch, dim=1)
         s = 1 / math.sqrt(math.sqrt(ch))
@@ -99,9 +102,17 @@ class EmbedSequential(nn.Sequential):
 
 
 class UNet(nn.Module):
-    def __init__(self, in_channel: int, inner_channel: int, out_channel: int, res_blocks: int,
-                 attn_res: tuple = (), dropout: float = 0.0, channel_mults: tuple = (1, 2, 4, 8),
-                 num_head_channels: int = 32):
+    def __init__(
+        self,
+        in_channel: int,
+        inner_channel: int,
+        out_channel: int,
+        res_blocks: int,
+        attn_res: tuple = (),
+        dropout: float = 0.0,
+        channel_mults: tuple = (1, 2, 4, 8),
+        num_head_channels: int = 32,
+    ):
         super().__init__()
         self.inner_channel = inner_channel
         emb = inner_channel * 4
@@ -121,8 +132,9 @@ class UNet(nn.Module):
                 self.input_blocks.append(EmbedSequential(ResBlock(ch, emb, dropout, ch, down=True)))
                 chans.append(ch)
                 ds *= 2
-        self.middle_block = EmbedSequential(ResBlock(ch, emb, dropout), AttentionBlock(ch, num_head_channels),
-                                            ResBlock(ch, emb, dropout))
+        self.middle_block = EmbedSequential(
+            ResBlock(ch, emb, dropout), AttentionBlock(ch, num_head_channels), ResBlock(ch, emb, dropout)
+        )
         self.output_blocks = nn.ModuleList()
         for level, mult in list(enumerate(channel_mults))[::-1]:
             for i in range(res_blocks + 1):

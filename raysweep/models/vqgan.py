@@ -10,6 +10,7 @@ outputs so that the whole codebook stays in use. There is no perceptual (LPIPS) 
 downloaded here, and the in-domain classifier that could replace it is the FID feature extractor (training against
 it would flatter the metric).
 """
+
 from __future__ import annotations
 
 import torch
@@ -90,7 +91,7 @@ class Encoder(nn.Module):
         self.norm_out = _norm(cin)
         self.conv_out = nn.Conv2d(cin, z_channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:         # [B, 3, H, W] -> [B, z, H/f, W/f]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 3, H, W] -> [B, z, H/f, W/f]
         h = self.conv_in(x)
         for level in self.down:
             for blk in level.block:
@@ -117,7 +118,7 @@ class Decoder(nn.Module):
         self.norm_out = _norm(cin)
         self.conv_out = nn.Conv2d(cin, out_ch, 3, padding=1)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:         # [B, z, h, w] -> [B, 3, H, W]
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # [B, z, h, w] -> [B, 3, H, W]
         h = self.mid(self.conv_in(z))
         for level in reversed(self.up):
             for blk in level.block:
@@ -148,7 +149,7 @@ class VectorQuantizer(nn.Module):
 
     def codes(self, z: torch.Tensor) -> torch.Tensor:
         """Code ids ``[B, h, w]`` of encoder output ``z`` ``[B, D, h, w]``."""
-        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])                            # [N, D]
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])  # [N, D]
         w = self.embedding.weight
         d = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ w.t() + w.pow(2).sum(1)[None]
         return d.argmin(1).view(z.shape[0], z.shape[2], z.shape[3])
@@ -189,8 +190,9 @@ class VectorQuantizer(nn.Module):
 class VQGAN(nn.Module):
     """Encoder -> codebook -> decoder; ``downsample`` = image side / token grid side."""
 
-    def __init__(self, ch: int, ch_mult: tuple, num_res_blocks: int, z_channels: int, n_embed: int,
-                 restart_every: int = 0):
+    def __init__(
+        self, ch: int, ch_mult: tuple, num_res_blocks: int, z_channels: int, n_embed: int, restart_every: int = 0
+    ):
         super().__init__()
         self.encoder = Encoder(ch, tuple(ch_mult), num_res_blocks, z_channels)
         self.decoder = Decoder(ch, tuple(ch_mult), num_res_blocks, z_channels)

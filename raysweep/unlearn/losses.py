@@ -3,19 +3,21 @@
 ``ours`` is Eq. 10: retain embeddings stay those of the frozen original, forget embeddings move to the original's
 embedding of noise. Baselines (App. C.26-C.36) enter as further entries of :data:`METHODS`.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 
 def _per_sample_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a - b).flatten(1).pow(2)                                   # [B, N]
+    return (a - b).flatten(1).pow(2)  # [B, N]
 
 
-def ours(student: torch.Tensor, target: torch.Tensor, is_forget: torch.Tensor, alpha: float,
-         form: str = "l2") -> dict[str, torch.Tensor]:
+def ours(
+    student: torch.Tensor, target: torch.Tensor, is_forget: torch.Tensor, alpha: float, form: str = "l2"
+) -> dict[str, torch.Tensor]:
     """Eq. 10. ``student`` = E_theta(T(x)) ``[B, ...]``; ``target`` = E_theta0(T(x)) for retain rows and
     E_theta0(T(n)) for forget rows; ``is_forget`` ``[B]`` bool.
 
@@ -28,7 +30,7 @@ def ours(student: torch.Tensor, target: torch.Tensor, is_forget: torch.Tensor, a
     f = is_forget.to(sq.dtype)
     r = 1.0 - f
     if form == "l2":
-        dist = sq.sum(dim=1).clamp_min(1e-12).sqrt()                    # [B]
+        dist = sq.sum(dim=1).clamp_min(1e-12).sqrt()  # [B]
         retain = (dist * r).sum() / r.sum().clamp_min(1.0)
         forget = (dist * f).sum() / f.sum().clamp_min(1.0)
     elif form == "mse":

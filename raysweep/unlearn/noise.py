@@ -4,15 +4,19 @@ Noise is drawn in the model's *normalised* input space (the paper's n ~ N(0, Sig
 are normalized by subtracting the mean inside neural networks", §3.3) and returned in pixel space, i.e.
 ``mean + std * n``, so that the network's own normalisation turns it back into exactly n.
 """
+
 from __future__ import annotations
 
 import torch
 
-NOISES = ["gaussian", "uniform", "batch_stats"]
+from raysweep.config import NOISE_NAMES
+
+NOISES = list(NOISE_NAMES)
 
 
-def sample_noise(kind: str, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_noise(
+    kind: str, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """A noise image batch shaped like ``images`` ``[B, 3, H, W]`` (pixel space).
 
     gaussian: n ~ N(0, I) (Eq. 10, Sigma = I; the paper's default); uniform: n ~ U[-1, 1] (App. E, Fig. E.20);
