@@ -127,7 +127,11 @@ def main() -> int:
             f"(pretraining, extractor, quality gate and {len(front)} trials on the front):",
             "",
             "```",
-            *[ln for ln in out.splitlines() if "trials," in ln or re.match(r"\s+\S+: retain FID", ln)],
+            *[
+                ln
+                for ln in out.splitlines()
+                if "trials," in ln or "on the test images" in ln or re.match(r"\s+\S+: retain FID", ln)
+            ],
             "```",
             "",
         ]

@@ -32,7 +32,8 @@ for path in args.config or [DEFAULT_CONFIG]:  # one study per family
     res = run_sweep(cfg, resume=args.resume)
     o = res.points[0].extra if res.points else {}
     print(
-        f"\n{res.name}: {len(res.points)} trials, {len(res.front)} on the front; original model: retain FID "
+        f"\n{res.name}: {len(res.points)} trials, {len(res.front)} on the front (scored on the {cfg.sweep.tune_on} "
+        "images); original model: retain FID "
         f"{o.get('original/retain/fid', float('nan')):.2f}, forget FID {o.get('original/forget/fid', float('nan')):.2f}"
     )
     for q in res.front:
@@ -40,5 +41,10 @@ for path in args.config or [DEFAULT_CONFIG]:  # one study per family
             f"  {q.trial}: retain FID {q.retain_fid:.2f} (x{q.retain_fid / o['original/retain/fid']:.2f})  forget FID "
             f"{q.forget_fid:.2f} (x{q.forget_fid / o['original/forget/fid']:.2f})  {q.params}"
         )
+        if "test/forget/fid_ratio" in q.extra:  # the front re-scored on the test images (reported, not tuned on)
+            print(
+                f"      on the test images: retain FID x{q.extra['test/retain/fid_ratio']:.2f}  "
+                f"forget FID x{q.extra['test/forget/fid_ratio']:.2f}"
+            )
     print(f"frontier plot: {res.files[1]}\nfrontier CSV:  {res.files[0]}")
     print(f"MLflow UI:     mlflow ui --backend-store-uri {res.tracking_uri} --host 127.0.0.1   (or: raysweep ui)")

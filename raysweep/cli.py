@@ -65,6 +65,29 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from raysweep.evaluate import evaluate_checkpoint
+    from raysweep.models.checkpoints import CheckpointError
+
+    cfg = _config(args)
+    if not Path(args.checkpoint).is_file():
+        raise CheckpointError(
+            f"--checkpoint {args.checkpoint!r} is not a file; give a saved model (e.g. a run's unlearned.pt)"
+        )
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(args.checkpoint).resolve().parent
+        / (f"eval-{cfg.eval.part}-{cfg.eval.task.name}-{cfg.eval.task.ratio}")
+    )
+    metrics = evaluate_checkpoint(cfg, args.checkpoint, out)
+    print(format_table(metrics))
+    print(f"scored on the {cfg.eval.part} images; written to {out} (metrics.json, samples.png)")
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from raysweep.tune import run_sweep
 
@@ -146,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, help_ in (
         ("pretrain", cmd_pretrain, "train and cache the original model and the extractor"),
         ("unlearn", cmd_unlearn, "unlearn the forget classes and print the trade-off"),
+        ("evaluate", cmd_evaluate, "score a saved model against the original (eval.part=test|val, eval.task)"),
         ("sweep", cmd_sweep, "Ray Tune + Optuna search of the YAML sweep block, MLflow runs"),
         ("frontier", cmd_frontier, "rebuild a sweep's frontier CSV and plot from MLflow"),
         ("ui", cmd_ui, "MLflow UI on the sweep store (127.0.0.1 unless --host)"),
@@ -160,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
         s.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. unlearn.alpha=0.5")
         s.add_argument("--smoke-test", action="store_true", help="tiny sizes: checks the pipeline in minutes")
+        if name == "evaluate":
+            s.add_argument("--checkpoint", required=True, help="the saved model, e.g. a run's unlearned.pt")
+            s.add_argument("--out", help="output folder (default: next to the checkpoint)")
         if name == "bench":
             s.add_argument("--steps", type=int, default=60, help="timed steps per runtime")
         if name == "sweep":

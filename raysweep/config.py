@@ -182,11 +182,13 @@ class EvalConfig:
     extractor: str = "auto"  # auto (inception if its weights exist, else in-domain) | indomain | inception
     batch_size: int = 250
     grid_images: int = 8  # rows per group in the sample grid
+    part: str = "test"  # which held-out images are scored: test (reporting) | val (tuning; sweeps use it)
     threads: int = 0  # CPU threads for rank 0's evaluation (the other workers idle meanwhile); 0 = all cores
 
     def validate(self) -> None:
         self.task.validate("eval.task")
         _check_range("eval.threads", self.threads, 0)
+        _check_choice("eval.part", self.part, ["test", "val"])
         _check_choice("eval.extractor", self.extractor, ["auto", "indomain", "inception"])
         _check_range("eval.batch_size", self.batch_size, 1)
         _check_range("eval.grid_images", self.grid_images, 1)
@@ -229,6 +231,7 @@ class SweepConfig:
     asha_metric: str = "train/retain_epoch"  # reported by the loop after every epoch
     asha_mode: str = "min"
     asha_grace_epochs: int = 1
+    tune_on: str = "val"  # the images trials are scored on (val); the front is then re-scored on test
     space: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -242,6 +245,7 @@ class SweepConfig:
         _check_choice("sweep.scheduler", self.scheduler, ["none", "asha"])
         _check_choice("sweep.asha_mode", self.asha_mode, ["min", "max"])
         _check_range("sweep.asha_grace_epochs", self.asha_grace_epochs, 1)
+        _check_choice("sweep.tune_on", self.tune_on, ["val", "test"])
 
 
 @dataclass(frozen=True)
@@ -262,6 +266,11 @@ class Config:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> Config:
         cfg = _build(cls, dict(d or {}), prefix="")
+        if not cfg.name or not all(c.isalnum() or c in "-_." for c in cfg.name) or cfg.name.startswith("."):
+            raise ConfigError(
+                f"name={cfg.name!r}: a run name must be a plain folder name (letters, digits, '-', '_', '.'; not "
+                "starting with '.'), so that run folders stay inside tracking.results_dir"
+            )
         for f in dataclasses.fields(cfg):
             sub = getattr(cfg, f.name)
             if dataclasses.is_dataclass(sub):

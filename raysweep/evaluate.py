@@ -81,6 +81,66 @@ def sample_grid(
     save_image(torch.stack(tiles), path, nrow=4, padding=2, pad_value=1.0)
 
 
+def score(
+    cfg: Config,
+    model: nn.Module,
+    out_dir: Path,
+    original: str | None,
+    extractor: str | None,
+    extractor_label: str,
+    device: torch.device,
+    original_cache: str | None = None,
+    original_sha256: str = "",
+) -> dict:
+    """Score ``model`` and the original on the ``cfg.eval.part`` images (test or val) of ``cfg.eval.task``: write
+    ``metrics.json`` and ``samples.png`` into ``out_dir`` and return the metrics. ``out_dir/unlearned.pt``, when it
+    exists, is the scored model's file (its sha256 is recorded)."""
+    from raysweep.jobs import load_original
+    from raysweep.models.checkpoints import sha256
+
+    family = get_family(cfg.model.family)
+    ext = resolve_extractor(cfg.eval.extractor, extractor, extractor_label)
+    groups = eval_groups(cfg, cfg.eval.part)
+    orig_model = load_original(cfg, original).to(device).eval()
+    orig = original_metrics(cfg, family, orig_model, groups, ext, device, original_cache)
+    new, outputs = evaluate(family, model, groups, cfg.eval.task, ext, device, cfg.eval.batch_size)
+    n = cfg.eval.grid_images
+    heads = {g: x[:n] for g, x in groups.items()}
+    orig_out, masks = {}, {}
+    for g, x in heads.items():
+        orig_out[g], masks[g] = complete(family, orig_model, x, cfg.eval.task, device)
+    sample_grid(heads, masks, orig_out, {g: o[:n] for g, o in outputs.items()}, n, out_dir / GRID_FILE)
+    result = {**new, **{f"original/{k}": v for k, v in orig.items()}}
+    result["forget/fid_ratio"] = new["forget/fid"] / max(orig["forget/fid"], 1e-12)
+    result["retain/fid_ratio"] = new["retain/fid"] / max(orig["retain/fid"], 1e-12)
+    payload = {
+        **result,
+        "extractor": ext.label,
+        "task": f"{cfg.eval.task.name}:{cfg.eval.task.ratio}",
+        "generation": family.generation(getattr(model, "module", model)),
+        "eval_images_per_group": {g: len(x) for g, x in groups.items()},
+        "eval_part": cfg.eval.part,
+        "original_sha256": original_sha256,
+        "unlearned_sha256": sha256(out_dir / MODEL_FILE) if (out_dir / MODEL_FILE).is_file() else None,
+        "extractor_sha256": sha256(extractor) if extractor else None,
+    }
+    (out_dir / METRICS_FILE).write_text(json.dumps(payload, indent=2))
+    log.info("metrics written to %s", out_dir / METRICS_FILE)
+    return payload
+
+
+def all_cores_while(fn: Callable[[], dict], threads: int) -> dict:
+    """Run ``fn`` with ``threads`` CPU threads (0 = every core this process may use), then restore the count: a
+    0.5-CPU Ray worker runs with one thread, and evaluation happens while the other workers wait."""
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(threads or cores)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_finisher(
     cfg: Config,
     rank: int,
@@ -92,63 +152,65 @@ def run_finisher(
     original_sha256: str = "",
     **_: object,
 ) -> Callable[[nn.Module, torch.device], dict | None]:
-    """``finish`` for the unlearn job: evaluate both models, write the run folder, return the flat metrics."""
+    """``finish`` for the unlearn job (rank 0): save the weights, then :func:`score` them; adds the wall times."""
     started = time.perf_counter()  # made right before the job is built and trained
 
     def finish(model: nn.Module, device: torch.device) -> dict | None:
         if rank != 0:
             return None
-        # a 0.5-CPU Ray worker runs with one thread; evaluation happens while the other workers wait
-        before = torch.get_num_threads()
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(cfg.eval.threads or cores)
-        try:
-            return _finish(model, device)
-        finally:
-            torch.set_num_threads(before)
-
-    def _finish(model: nn.Module, device: torch.device) -> dict:
-        from raysweep.jobs import load_original
-
         t_train, t0 = time.perf_counter() - started, time.perf_counter()
         out = Path(run_dir)
         out.mkdir(parents=True, exist_ok=True)
         # the trained weights first: an evaluation that dies must not lose the training
         save_atomic({"model": getattr(model, "module", model).state_dict(), "config": cfg.to_dict()}, out / MODEL_FILE)
-        family = get_family(cfg.model.family)
-        ext = resolve_extractor(cfg.eval.extractor, extractor, extractor_label)
-        groups = eval_groups(cfg)
-        orig_model = load_original(cfg, original).to(device).eval()
-        orig = original_metrics(cfg, family, orig_model, groups, ext, device, original_cache)
-        new, outputs = evaluate(family, model, groups, cfg.eval.task, ext, device, cfg.eval.batch_size)
-        n = cfg.eval.grid_images
-        heads = {g: x[:n] for g, x in groups.items()}
-        orig_out, masks = {}, {}
-        for g, x in heads.items():
-            orig_out[g], masks[g] = complete(family, orig_model, x, cfg.eval.task, device)
-        sample_grid(heads, masks, orig_out, {g: o[:n] for g, o in outputs.items()}, n, out / GRID_FILE)
-        result = {**new, **{f"original/{k}": v for k, v in orig.items()}}
-        result["forget/fid_ratio"] = new["forget/fid"] / max(orig["forget/fid"], 1e-12)
-        result["retain/fid_ratio"] = new["retain/fid"] / max(orig["retain/fid"], 1e-12)
-        from raysweep.models.checkpoints import sha256
-
-        payload = {
-            **result,
-            "extractor": ext.label,
-            "task": f"{cfg.eval.task.name}:{cfg.eval.task.ratio}",
-            "generation": family.generation(getattr(model, "module", model)),
-            "eval_images_per_group": {g: len(x) for g, x in groups.items()},
-            "eval_part": "test",
-            "original_sha256": original_sha256,
-            "unlearned_sha256": sha256(out / MODEL_FILE),
-            "extractor_sha256": sha256(extractor) if extractor else None,
-            "seconds": {"train": round(t_train, 1), "evaluate": round(time.perf_counter() - t0, 1)},
-        }
+        payload = all_cores_while(
+            lambda: score(
+                cfg, model, out, original, extractor, extractor_label, device, original_cache, original_sha256
+            ),
+            cfg.eval.threads,
+        )
+        payload["seconds"] = {"train": round(t_train, 1), "evaluate": round(time.perf_counter() - t0, 1)}
         (out / METRICS_FILE).write_text(json.dumps(payload, indent=2))
-        log.info("metrics written to %s", out / METRICS_FILE)
         return payload
 
     return finish
+
+
+def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, out_dir: str | Path) -> dict:
+    """``raysweep evaluate``: score a saved model of ``cfg``'s family (an unlearned run's ``unlearned.pt``, or any
+    file holding its state dict under ``model``) against the original on ``cfg.eval.part`` / ``cfg.eval.task``, in
+    this process; writes ``metrics.json`` and ``samples.png`` into ``out_dir``."""
+    from raysweep.jobs import load_original
+    from raysweep.models.checkpoints import read_state_dict, sha256
+    from raysweep.pretrain import ensure_models
+    from raysweep.runner import job_kwargs
+    from raysweep.train import use_gpu
+
+    models = ensure_models(cfg)
+    kw = job_kwargs(cfg, Path(out_dir), models)
+    model = load_original(cfg, kw["original"])
+    model.load_state_dict(read_state_dict(checkpoint, key="model"))
+    device = torch.device("cuda" if use_gpu(cfg) else "cpu")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = all_cores_while(
+        lambda: score(
+            cfg,
+            model.to(device).eval(),
+            out,
+            kw["original"],
+            kw["extractor"],
+            kw["extractor_label"],
+            device,
+            kw["original_cache"],
+            kw["original_sha256"],
+        ),
+        cfg.eval.threads,
+    )
+    payload["checkpoint"] = str(Path(checkpoint).resolve())
+    payload["unlearned_sha256"] = sha256(checkpoint)
+    (out / METRICS_FILE).write_text(json.dumps(payload, indent=2))
+    return payload
 
 
 def write_reconstructions(cfg: Config, original_path: Path, n: int = 8) -> Path:

@@ -16,5 +16,9 @@ def cache_dir() -> Path:
 def results_dir(configured: str) -> Path:
     """The absolute results folder (Ray changes workers' working directories, so never pass relative paths on)."""
     p = Path(configured).expanduser().resolve()
+    if p.exists() and not p.is_dir():
+        from raysweep.config import ConfigError
+
+        raise ConfigError(f"tracking.results_dir={configured!r} is a file, not a folder; give a folder")
     p.mkdir(parents=True, exist_ok=True)
     return p

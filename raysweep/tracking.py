@@ -42,6 +42,29 @@ def tracking_uri(cfg: Config, multi_node: bool = False) -> str:
     return uri
 
 
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Reach the tracking store now, with a short timeout, before any compute is spent (MLflow's own client would
+    retry for minutes). Raises :class:`ConfigError` naming the fix."""
+    if uri.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
+                r.read()
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise ConfigError(
+                f"the MLflow tracking server {uri} did not answer within {timeout:.0f} s ({reason}); start it "
+                "(e.g. `mlflow server --host 127.0.0.1 --port 5000`) or leave tracking.tracking_uri unset to use "
+                "the sqlite store in the results folder"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        if db.exists() and not db.is_file():
+            raise ConfigError(f"the MLflow store {db} is not a file; point tracking.results_dir elsewhere")
+
+
 def _client(uri: str):
     from mlflow.tracking import MlflowClient
 

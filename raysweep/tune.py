@@ -171,7 +171,7 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
 
     from raysweep.pretrain import ensure_models
     from raysweep.runner import preflight
-    from raysweep.tracking import TrialCallback, log_frontier, parent_run, tracking_uri
+    from raysweep.tracking import TrialCallback, check_reachable, log_frontier, parent_run, tracking_uri
     from raysweep.train import ensure_ray
 
     space = search_space(cfg.sweep.space, cfg)
@@ -181,11 +181,14 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     ensure_ray()
     uri = tracking_uri(cfg, multi_node=len([n for n in ray.nodes() if n.get("Alive")]) > 1)
+    check_reachable(uri)  # an unreachable server fails now, not after the original is pretrained
     name, storage = _storage(cfg, resume)
     storage.mkdir(parents=True, exist_ok=True)
     ensure_models(cfg)  # before any trial: trials find the originals cached (and gated)
     parent = parent_run(uri, cfg.tracking.experiment, name, cfg)
-    trainable = tune.with_parameters(trial, base=cfg.to_dict(), storage=str(storage))
+    # trials are scored on sweep.tune_on (validation images by default); only the front is scored on test
+    base = cfg.replace(**{"eval.part": cfg.sweep.tune_on})
+    trainable = tune.with_parameters(trial, base=base.to_dict(), storage=str(storage))
     path = storage / TUNE_DIR
     if resume and tune.Tuner.can_restore(str(path)):
         log.info("resuming sweep %s from %s", name, path)
@@ -224,7 +227,33 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
                 extra={k: m[k] for k in m if k.startswith(("original/", "forget/", "retain/"))},
             )
         )
+    if cfg.sweep.tune_on != "test":
+        rescore_on_test(cfg, storage, pareto_front(points))
     return _finish(cfg, name, storage, uri, parent, points, log_frontier)
+
+
+def rescore_on_test(cfg: Config, storage: Path, front: list[Point]) -> None:
+    """Trials are scored on validation images (``sweep.tune_on``); the front's models are scored again on the test
+    images, in the driver, into ``trials/<id>/test/`` and ``Point.extra["test/..."]`` (reported, never tuned on)."""
+    from raysweep.evaluate import evaluate_checkpoint
+
+    for p in front:
+        run_dir = storage / "trials" / str(p.trial)
+        ckpt = run_dir / "unlearned.pt"
+        if not ckpt.is_file():
+            log.warning("trial %s has no unlearned.pt; not re-scored on the test images", p.trial)
+            continue
+        trial_cfg = Config.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        trial_cfg = trial_cfg.replace(**{"eval.part": "test"})
+        m = evaluate_checkpoint(trial_cfg, ckpt, run_dir / "test")
+        for k in ("retain/fid", "forget/fid", "retain/fid_ratio", "forget/fid_ratio", "retain/is", "forget/is"):
+            p.extra[f"test/{k}"] = m[k]
+        log.info(
+            "trial %s on the test images: retain FID x%.2f, forget FID x%.2f",
+            p.trial,
+            m["retain/fid_ratio"],
+            m["forget/fid_ratio"],
+        )
 
 
 def _finish(
@@ -237,8 +266,16 @@ def _finish(
         orig = (points[0].extra["original/retain/fid"], points[0].extra["original/forget/fid"])
     files.append(plot(points, storage / "frontier.png", original=orig, title=f"{name}: retain vs forget FID"))
     summary: dict[str, Any] = {
+        "scored_on": cfg.sweep.tune_on,
         "front": [
-            {"trial": p.trial, "retain/fid": p.retain_fid, "forget/fid": p.forget_fid, **p.params} for p in front
+            {
+                "trial": p.trial,
+                "retain/fid": p.retain_fid,
+                "forget/fid": p.forget_fid,
+                **{k: v for k, v in p.extra.items() if k.startswith("test/")},
+                **p.params,
+            }
+            for p in front
         ],
         "metrics": {},
     }
@@ -251,6 +288,7 @@ def _finish(
             "frontier/size": len(front),
             "best/forget_fid_ratio": best.forget_fid / orig[1],
             "best/retain_fid_ratio": best.retain_fid / orig[0],
+            **{f"best/{k}": v for k, v in best.extra.items() if k.startswith("test/") and k.endswith("_ratio")},
         }
     log_frontier(uri, parent, files, summary)
     return SweepResult(name, storage, uri, parent, points, front, files)

@@ -110,5 +110,10 @@ def test_corrupt_and_unsafe_checkpoints_are_refused(tmp_path):
     q = tmp_path / "evil.pth"
     with open(q, "wb") as f:
         pickle.dump({"model": Evil()}, f)
-    with pytest.raises(CheckpointError):  # weights_only=True refuses code
+    with pytest.raises(CheckpointError, match="refused.*unsafe") as e:  # weights_only=True refuses code
         read_state_dict(q)
+    assert "download it again" not in str(e.value)  # named as unsafe, not as corrupt
+    r = tmp_path / "evil_in_zip.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "extra": Evil()}, r)
+    with pytest.raises(CheckpointError, match="refused.*unsafe"):
+        read_state_dict(r)

@@ -133,3 +133,17 @@ def test_yaml_syntax_errors_name_the_file_or_the_override(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match=r"override 'unlearn.alpha=\[1'.*not valid YAML"):
         load_config(None, ["unlearn.alpha=[1"])
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", ".hidden", "", "run name"])
+def test_run_names_stay_inside_the_results_folder(name):
+    with pytest.raises(ConfigError, match="plain folder name"):
+        load_config(None, [f"name={name!r}"] if name else ["name=''"])
+
+
+def test_results_dir_that_is_a_file_is_one_message(tmp_path):
+    from raysweep.paths import results_dir
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        results_dir(str(tmp_path / "f"))

@@ -178,7 +178,7 @@ def test_fashion_mnist_from_raysweep_data(tmp_path, monkeypatch):
 
 
 def test_fashion_mnist_not_found_names_all_three_places(tmp_path, monkeypatch):
-    monkeypatch.setenv("RAYSWEEP_DATA", str(tmp_path / "nothing"))
+    monkeypatch.delenv("RAYSWEEP_DATA", raising=False)
     monkeypatch.setattr(datasets, "FMNIST_DEBIAN_DIR", tmp_path / "absent")
 
     class Offline:
@@ -190,6 +190,54 @@ def test_fashion_mnist_not_found_names_all_three_places(tmp_path, monkeypatch):
         datasets.fashion_mnist(train=True, size=32)
     msg = str(e.value)
     assert "RAYSWEEP_DATA" in msg and "dataset-fashion-mnist" in msg and "download" in msg
+
+
+def test_an_empty_raysweep_data_folder_is_an_error_not_a_fallback(tmp_path, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("RAYSWEEP_DATA", str(tmp_path / "empty"))
+    with pytest.raises(DatasetNotFoundError, match="RAYSWEEP_DATA=.*does not hold.*unset RAYSWEEP_DATA"):
+        datasets.fashion_mnist(train=True, size=32)  # the Debian files exist on this machine: not used
+
+
+def _cache_files(tmp_path):
+    return sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("damage", ["truncated_gzip", "truncated_data", "wrong_magic", "count_mismatch"])
+def test_a_bad_source_never_reaches_the_cache(tmp_path, monkeypatch, damage):
+    src = _fake_fmnist(tmp_path)
+    f = src / "train-images-idx3-ubyte.gz"
+    if damage == "truncated_gzip":
+        f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
+    elif damage == "truncated_data":
+        _write_idx(f, np.zeros((30, 28, 28)), 2051)
+        with gzip.open(f, "rb") as g:
+            blob = g.read()
+        with gzip.open(f, "wb") as g:
+            g.write(blob[:1000])
+    elif damage == "wrong_magic":
+        _write_idx(f, np.zeros((30, 28, 28)), 1234)
+    else:
+        _write_idx(f, np.zeros((29, 28, 28)), 2051)
+    monkeypatch.setenv("RAYSWEEP_DATA", str(src))
+    with pytest.raises(DatasetNotFoundError) as e:
+        datasets.fashion_mnist(train=True, size=32)
+    assert "train-images" in str(e.value) or "disagree" in str(e.value)
+    assert not [n for n in _cache_files(tmp_path) if "ubyte" in n]  # nothing staged, no *.tmp left
+    # the error does not repeat once the source is fixed (the cache was not poisoned)
+    (tmp_path / "good").mkdir()
+    fixed = _fake_fmnist(tmp_path / "good")
+    monkeypatch.setenv("RAYSWEEP_DATA", str(fixed))
+    assert len(datasets.fashion_mnist(train=True, size=32)) == 30
+
+
+def test_a_damaged_staged_file_is_staged_again(tmp_path, monkeypatch):
+    src = _fake_fmnist(tmp_path)
+    monkeypatch.setenv("RAYSWEEP_DATA", str(src))
+    datasets.fashion_mnist(train=True, size=32)
+    staged = next((tmp_path / "cache").rglob("train-labels-idx1-ubyte"))
+    staged.write_bytes(staged.read_bytes()[:20])
+    assert len(datasets.fashion_mnist(train=True, size=32)) == 30
 
 
 def test_image_folder_layout(tmp_path):

@@ -36,3 +36,15 @@ def test_parent_run_is_reused_on_resume_and_frontier_logged(tiny_cfg, tmp_path):
     assert c.get_run(pid).data.params["unlearn.alpha"] == "0.25"
     parent, kids = child_runs(uri, "exp", "sweep-a")
     assert parent == pid and kids == []
+
+
+def test_an_unreachable_tracking_server_fails_in_seconds_with_the_fix():
+    import time
+
+    from raysweep.config import ConfigError
+    from raysweep.tracking import check_reachable
+
+    t = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"did not answer.*mlflow server.*leave tracking.tracking_uri unset"):
+        check_reachable("http://127.0.0.1:1", timeout=2)
+    assert time.perf_counter() - t < 10

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import os
-import shutil
+import struct
 from pathlib import Path
 
 import torch
@@ -109,19 +109,64 @@ class ImageFolderDataset(Dataset):
 
 
 def _fmnist_candidates() -> list[Path]:
-    dirs = []
+    """Where the four idx files may be: only ``$RAYSWEEP_DATA`` when it is set (a user who points there means it:
+    no silent fallback), else Debian's package folder."""
     if os.environ.get("RAYSWEEP_DATA"):
         base = Path(os.environ["RAYSWEEP_DATA"]).expanduser()
-        dirs += [base, base / "fashion-mnist", base / "FashionMNIST" / "raw"]
-    dirs.append(FMNIST_DEBIAN_DIR)
-    return dirs
+        return [base, base / "fashion-mnist", base / "FashionMNIST" / "raw"]
+    return [FMNIST_DEBIAN_DIR]
+
+
+def _idx_problem(name: str, data: bytes) -> str | None:
+    """Why ``data`` is not a valid Fashion-MNIST idx file called ``name`` (None when it is): magic number, shape
+    and length must agree (a truncated or foreign file is caught here, before it reaches the cache)."""
+    images = "images" in name
+    if len(data) < (16 if images else 8):
+        return f"{len(data)} bytes is too short for an idx header"
+    magic, n = struct.unpack(">II", data[:8])
+    if magic != (2051 if images else 2049):
+        return f"magic number {magic} is not that of an idx {'image' if images else 'label'} file"
+    want = 16 + n * 28 * 28 if images else 8 + n
+    if images and struct.unpack(">II", data[8:16]) != (28, 28):
+        return f"images are {struct.unpack('>II', data[8:16])}, not 28 x 28"
+    if len(data) != want:
+        return f"holds {len(data)} bytes where its header ({n} items) needs {want} (truncated or padded)"
+    if not images and data[8:] and max(data[8:]) > 9:
+        return "holds labels above 9"
+    return None
+
+
+def _read_source(src: Path) -> bytes:
+    try:
+        if src.suffix == ".gz":
+            with gzip.open(src, "rb") as f:
+                return f.read()
+        return src.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DatasetNotFoundError(
+            f"Fashion-MNIST file {src} cannot be read ({type(e).__name__}: {e}): a truncated or corrupt download? "
+            "Replace it (apt-get install --reinstall dataset-fashion-mnist, or fresh files in $RAYSWEEP_DATA)"
+        ) from None
+
+
+def _staged_ok(raw: Path) -> bool:
+    if not all((raw / f).is_file() for f in FMNIST_FILES):
+        return False
+    bad = [f for f in FMNIST_FILES if _idx_problem(f, (raw / f).read_bytes())]
+    if bad:
+        log.warning("staged Fashion-MNIST files %s in %s are invalid: staging them again", bad, raw)
+    return not bad
 
 
 def _stage_fmnist() -> Path:
-    """A torchvision root holding ``FashionMNIST/raw/<4 idx files>``, staged from the first place that has them."""
+    """A torchvision root holding ``FashionMNIST/raw/<4 idx files>``, staged from the first place that has them.
+
+    Every file is read whole and checked (gzip integrity, idx header, length, train / test counts that agree)
+    before anything is written; then each is written to a temporary file and renamed, so a bad source never
+    reaches the cache and concurrent workers never see half a file."""
     root = cache_dir() / "data"
     raw = root / "FashionMNIST" / "raw"
-    if all((raw / f).is_file() for f in FMNIST_FILES):
+    if _staged_ok(raw):
         return root
     looked = []
     for d in _fmnist_candidates():
@@ -132,16 +177,42 @@ def _stage_fmnist() -> Path:
                 if cand.is_file():
                     srcs[f] = cand
                     break
-        if len(srcs) == len(FMNIST_FILES):
-            raw.mkdir(parents=True, exist_ok=True)
-            for f, src in srcs.items():
-                tmp = raw / f"{f}.{os.getpid()}.tmp"  # workers may stage concurrently: replace is atomic
-                opener = gzip.open if src.suffix == ".gz" else open
-                with opener(src, "rb") as fin, open(tmp, "wb") as fout:
-                    shutil.copyfileobj(fin, fout)
+        if len(srcs) != len(FMNIST_FILES):
+            continue
+        data = {f: _read_source(src) for f, src in srcs.items()}
+        for f, blob in data.items():
+            problem = _idx_problem(f, blob)
+            if problem:
+                raise DatasetNotFoundError(
+                    f"Fashion-MNIST file {srcs[f]} is not a valid idx file: {problem}. Replace it (apt-get install "
+                    "--reinstall dataset-fashion-mnist, or fresh files in $RAYSWEEP_DATA); nothing was staged"
+                )
+        for split in ("train", "t10k"):
+            n_img = struct.unpack(">I", data[f"{split}-images-idx3-ubyte"][4:8])[0]
+            n_lab = struct.unpack(">I", data[f"{split}-labels-idx1-ubyte"][4:8])[0]
+            if n_img != n_lab:
+                raise DatasetNotFoundError(
+                    f"Fashion-MNIST {split} files in {d} disagree: {n_img} images but {n_lab} labels; replace them"
+                )
+        raw.mkdir(parents=True, exist_ok=True)
+        for f, blob in data.items():
+            tmp = raw / f"{f}.{os.getpid()}.tmp"  # workers may stage concurrently: replace is atomic
+            try:
+                tmp.write_bytes(blob)
                 tmp.replace(raw / f)
-            log.info("staged Fashion-MNIST from %s", d)
-            return root
+            finally:
+                tmp.unlink(missing_ok=True)
+        log.info("staged Fashion-MNIST from %s", d)
+        return root
+    if os.environ.get("RAYSWEEP_DATA"):
+        raise DatasetNotFoundError(
+            f"RAYSWEEP_DATA={os.environ['RAYSWEEP_DATA']} does not hold the four Fashion-MNIST idx files ("
+            + ", ".join(FMNIST_FILES)
+            + ", optionally .gz; looked in "
+            + ", ".join(looked)
+            + "). Put them there, or unset RAYSWEEP_DATA to use the Debian package (apt-get install -y "
+            "dataset-fashion-mnist) or torchvision's download"
+        )
     try:  # last resort: torchvision's own download (needs internet)
         from torchvision.datasets import FashionMNIST
 
@@ -151,7 +222,7 @@ def _stage_fmnist() -> Path:
     except Exception as e:  # noqa: BLE001 - re-raised with the full list of places
         raise DatasetNotFoundError(
             "Fashion-MNIST not found. Looked for the four idx files (" + ", ".join(FMNIST_FILES) + ", optionally .gz) "
-            f"in: (1) $RAYSWEEP_DATA ({os.environ.get('RAYSWEEP_DATA') or 'unset'}); (2) {FMNIST_DEBIAN_DIR} "
+            f"in: (1) $RAYSWEEP_DATA (unset); (2) {FMNIST_DEBIAN_DIR} "
             "(Debian package: `apt-get install -y dataset-fashion-mnist`); (3) torchvision download into "
             f"{root} failed: {type(e).__name__}: {e}. Fix: install the Debian package, or set RAYSWEEP_DATA to a "
             f"folder with the files. (looked in {looked})"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -56,6 +57,17 @@ def read_state_dict(path: str | os.PathLike, key: str | None = "model") -> dict[
         raise CheckpointError(f"checkpoint {str(p)!r} not found; {hint}")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise CheckpointError(
+                f"checkpoint {str(p)!r} was refused: it holds pickled Python objects besides tensors, which could "
+                "run code when loaded (unsafe), and raysweep loads weights only. Use a file that holds only a state "
+                "dict (re-save it with torch.save(model.state_dict(), path) where you trust its source)"
+            ) from None
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} could not be read ({type(e).__name__}: {e}); the file is "
+            "corrupt, truncated or not a PyTorch state dict - download it again"
+        ) from e
     except Exception as e:  # noqa: BLE001 - re-raised with the cause attached
         raise CheckpointError(
             f"checkpoint {str(p)!r} could not be read ({type(e).__name__}: {e}); the file is "
