@@ -62,17 +62,19 @@ def job_kwargs(cfg: Config, run_dir: Path, models: Models | None = None) -> dict
 
 
 def preflight(cfg: Config) -> None:
-    """Check the inputs in the driver, before any worker starts: dataset found, class ids in range, splits not
-    empty, official checkpoint readable and of the right layout. Raises with a message naming the fix."""
+    """Check the inputs in the driver, before any worker starts: dataset found, class ids in range, splits (test
+    and validation) not empty, the model buildable with its ``model.options`` (and the official checkpoint
+    readable and of the right layout when one is set). Raises with a message naming the fix."""
     from raysweep.data.datasets import load_dataset
     from raysweep.data.splits import eval_split, unlearn_split
     from raysweep.models import get_family
 
     train = load_dataset(cfg.data, train=True)
     unlearn_split(train.labels, cfg.data, train.num_classes)
-    eval_split(load_dataset(cfg.data, train=False).labels, cfg.data)
-    if cfg.model.checkpoint:
-        get_family(cfg.model.family).build(cfg.model)
+    held = load_dataset(cfg.data, train=False).labels
+    eval_split(held, cfg.data, "test")
+    eval_split(held, cfg.data, "val")
+    get_family(cfg.model.family).build(cfg.model)  # unknown or out-of-range model.options fail here
 
 
 def unlearn(cfg: Config) -> tuple[Path, dict]:

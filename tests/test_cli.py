@@ -107,3 +107,10 @@ def test_yaml_syntax_error_is_one_message(tmp_path, capsys):
     p.write_text("data: {forget_classes: [0, 1\n")
     code, err = run(capsys, "--config", str(p))
     assert code == 2 and "broken.yaml is not valid YAML" in err and "Traceback" not in err
+
+
+def test_bad_model_options_are_refused_before_any_compute(tmp_path, capsys):
+    for override, words in (("model.options.mask_ratio=5", "mask_ratio"), ("model.options.nope=1", "unknown")):
+        code, err = run(capsys, "--config", str(write_cfg(tmp_path)), override)
+        assert code == 2 and words in err and "Traceback" not in err
+    assert not (tmp_path / "cache" / "originals").exists()  # nothing was pretrained
