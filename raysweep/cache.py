@@ -52,17 +52,17 @@ class Producer:
 PRODUCERS: dict[str, Producer] = {
     # v2: pretraining mixes I2I task masks into MAE's random masking; per-class image order independent of the
     # class lists; ``pretrain.seed``
-    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "af4df48b9db0d785"),
+    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "705d5855b48b8d26"),
     "original:mage": Producer(
         2,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "833736559c0f82f3",
+        "6d29cae44ab83262",
     ),
     "original:palette": Producer(
-        2, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "eb2b361f9a706507"
+        2, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "5589dd54dc28b3f4"
     ),
     "extractor": Producer(
-        2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "2947b9eacbd6439b"
+        2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "18c037151414a06e"
     ),
     # features of the fixed reference images (torch-fidelity's cache) and the metrics computed from them
     "reference": Producer(

@@ -49,6 +49,8 @@ class Hyper:
     min_lr: float = 0.0
     grad_clip: float | None = None
     log_every: int = 50
+    precision: str = "fp32"  # fp32 | bf16 | auto (bf16 autocast on CUDA)
+    loader_workers: int = 0  # DataLoader worker processes; -1 = auto (4 on CUDA, 0 on the CPU)
 
 
 @dataclass
@@ -75,6 +77,11 @@ class FlaggedSubset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
         return self.base[self.indices[i]][0], self.flags[i]
+
+
+def _runtime(cfg: Config) -> dict:
+    """How the loop runs a job on its device (not what it optimises)."""
+    return {"precision": cfg.resources.precision, "loader_workers": cfg.resources.loader_workers}
 
 
 def load_original(cfg: Config, original_path: str | None) -> nn.Module:
@@ -107,7 +114,9 @@ def pretrain_job(cfg: Config, output: str, stage: str | None = None, init: str |
     ds = load_dataset(cfg.data, train=True)
     idx = pretrain_indices(ds.labels, cfg.data, ds.num_classes)
     p = cfg.pretrain
-    hyper = Hyper(st.epochs, p.batch_size, st.lr, p.weight_decay, (0.9, 0.95), p.warmup_epochs, 0.0, 3.0, 50)
+    hyper = Hyper(
+        st.epochs, p.batch_size, st.lr, p.weight_decay, (0.9, 0.95), p.warmup_epochs, 0.0, 3.0, 50, **_runtime(cfg)
+    )
 
     def step(m: nn.Module, batch: Any, gen: torch.Generator) -> dict[str, torch.Tensor]:
         return {"loss": family.pretrain_loss(m, batch[0], gen, stage=st.name)}
@@ -123,7 +132,7 @@ def extractor_job(cfg: Config, output: str, **_: Any) -> Job:
     ds = load_dataset(cfg.data, train=True)
     torch.manual_seed(cfg.data.seed)  # the extractor depends on the data only (its cache key)
     net = InDomainClassifier(ds.num_classes)
-    hyper = Hyper(cfg.pretrain.extractor_epochs, 128, 2e-3, 1e-4, (0.9, 0.999), 0.2, 0.0, None, 100)
+    hyper = Hyper(cfg.pretrain.extractor_epochs, 128, 2e-3, 1e-4, (0.9, 0.999), 0.2, 0.0, None, 100, **_runtime(cfg))
 
     def step(m: nn.Module, batch: Any, gen: torch.Generator) -> dict[str, torch.Tensor]:
         x, y = batch
@@ -181,6 +190,7 @@ def unlearn_job(
         u.min_lr,
         u.grad_clip,
         u.log_every,
+        **_runtime(cfg),
     )
     loss_fn = METHODS[u.method]
     state = {"step": 0}

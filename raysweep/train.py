@@ -62,6 +62,13 @@ def _to(batch: Any, device: torch.device) -> Any:
     return batch.to(device, non_blocking=True) if torch.is_tensor(batch) else batch
 
 
+def _check_finite(name: str, loss: torch.Tensor, epoch: int, i: int) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"{name}: non-finite loss {loss.item()} at epoch {epoch} step {i}; lower the learning rate or alpha"
+        )
+
+
 def fit(
     job: Job,
     hooks: Hooks,
@@ -76,11 +83,16 @@ def fit(
     """
     h, dev = job.hyper, hooks.device
     seed = job.seed if seed is None else seed
+    cuda = dev.type == "cuda"
+    # bf16 autocast: resources.precision=bf16, or auto on CUDA; fp32 on the CPU unless asked
+    bf16 = h.precision == "bf16" or (h.precision == "auto" and cuda)
     torch.manual_seed(seed + hooks.rank)
     module = job.module.to(dev)
     for fz in job.frozen:
         fz.to(dev)
-    opt = torch.optim.AdamW(param_groups(job.params, h.weight_decay), lr=h.lr, betas=tuple(h.betas))
+    opt = torch.optim.AdamW(
+        param_groups(job.params, h.weight_decay), lr=h.lr, betas=tuple(h.betas), **({"fused": True} if cuda else {})
+    )
     start_epoch = 0
     state = hooks.restore()
     if state is not None:  # resume: a worker restart or a re-launched run
@@ -92,7 +104,16 @@ def fit(
     sampler = DistributedSampler(
         job.dataset, num_replicas=hooks.world, rank=hooks.rank, shuffle=True, seed=seed, drop_last=True
     )
-    loader = DataLoader(job.dataset, batch_size=h.batch_size, sampler=sampler, drop_last=True, num_workers=0)
+    workers = h.loader_workers if h.loader_workers >= 0 else (4 if cuda else 0)  # -1 = auto
+    loader = DataLoader(
+        job.dataset,
+        batch_size=h.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=cuda,
+        persistent_workers=workers > 0,
+    )
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ValueError(
@@ -108,32 +129,31 @@ def fit(
         sampler.set_epoch(epoch)
         gen.manual_seed(seed * 1_000_003 + hooks.rank * 7919 + epoch)
         model.train()
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}  # on the device: no host sync inside the step (read every log_every)
         n = 0
         for i, batch in enumerate(loader):
             lr = lr_at(h, epoch + i / steps_per_epoch)
             for g in opt.param_groups:
                 g["lr"] = lr
-            out = job.step(model, _to(batch, dev), gen)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
+                out = job.step(model, _to(batch, dev), gen)
             loss = out["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"{job.name}: non-finite loss {loss.item()} at epoch {epoch} step {i}; "
-                    "lower the learning rate or alpha"
-                )
+            if not cuda:  # free on the CPU; on CUDA checked at every log_every step and at the epoch's end
+                _check_finite(job.name, loss, epoch, i)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if h.grad_clip:
                 torch.nn.utils.clip_grad_norm_(job.params, h.grad_clip)
             opt.step()
             step += 1
-            vals = {k: float(v.detach()) for k, v in out.items()}
-            for k, v in vals.items():
-                sums[k] = sums.get(k, 0.0) + v
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0) + v.detach().double()
             n += 1
             if on_step:
-                on_step(step, vals)
+                on_step(step, {k: float(v.detach()) for k, v in out.items()})
             if step % h.log_every == 0:
+                _check_finite(job.name, loss, epoch, i)
+                vals = {k: float(v.detach()) for k, v in out.items()}
                 if hooks.rank == 0:  # progress: one line per log_every steps, rank 0 only
                     rate = (step - step0) * h.batch_size * hooks.world / (time.perf_counter() - t0)
                     eta = (total - step) * h.batch_size * hooks.world / max(rate, 1e-9)
@@ -152,7 +172,9 @@ def fit(
                 )
             if max_steps is not None and step >= max_steps:
                 return None
-        last = {f"train/{k}_epoch": v / max(n, 1) for k, v in sums.items()}
+        last = {f"train/{k}_epoch": float(v) / max(n, 1) for k, v in sums.items()}
+        if not math.isfinite(last.get("train/loss_epoch", 0.0)):
+            raise FloatingPointError(f"{job.name}: non-finite loss in epoch {epoch}; lower the learning rate or alpha")
         ckpt = (
             {"model": module.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch} if hooks.rank == 0 else None
         )
@@ -298,7 +320,7 @@ def trainer(
     gpu = use_gpu(cfg)
     res = {"CPU": cfg.resources.cpus_per_worker}
     if gpu:
-        res["GPU"] = 1
+        res["GPU"] = cfg.resources.gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": job, "cfg": cfg.to_dict(), **job_kwargs},

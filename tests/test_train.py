@@ -96,3 +96,26 @@ def test_pretraining_is_reproducible(tiny_cfg, tmp_path):
         fit(pretrain_job(cfg, output=str(tmp_path / f"o{i}.pt")), LocalHooks(), 0)
         states.append(read_state_dict(tmp_path / f"o{i}.pt"))
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_bf16_autocast_runs_the_same_loop_on_the_cpu(tiny_cfg, tmp_path):
+    """resources.precision=bf16 puts every step under bf16 autocast (auto = bf16 on CUDA only); the weights stay
+    fp32 and training still reduces the loss."""
+    cfg = tiny_cfg.replace(**{"resources.precision": "bf16", "pretrain.epochs": 2})
+    h = LocalHooks()
+    fit(pretrain_job(cfg, output=str(tmp_path / "b.pt")), h)
+    fit(pretrain_job(tiny_cfg.replace(**{"pretrain.epochs": 2}), output=str(tmp_path / "f.pt")), LocalHooks())
+    b, f = read_state_dict(tmp_path / "b.pt"), read_state_dict(tmp_path / "f.pt")
+    assert all(v.dtype == torch.float32 for v in b.values())
+    assert any(not torch.equal(b[k], f[k]) for k in b)  # autocast really changed the arithmetic
+    epochs = [r["train/loss_epoch"] for r in h.reports if "train/loss_epoch" in r and "done" not in r]
+    assert all(math.isfinite(x) for x in epochs) and epochs[-1] < epochs[0]
+
+
+def test_fractional_gpus_per_worker_reach_the_scaling_config(tiny_cfg):
+    from raysweep.train import trainer
+
+    cfg = tiny_cfg.replace(**{"resources.use_gpu": True, "resources.gpus_per_worker": 0.25})
+    t = trainer(cfg, "unlearn", "/tmp", "x")
+    sc = t.scaling_config
+    assert sc.use_gpu and sc.resources_per_worker == {"CPU": 0.5, "GPU": 0.25}
