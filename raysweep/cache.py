@@ -69,18 +69,20 @@ PRODUCERS: dict[str, Producer] = {
         1, ("raysweep.metrics.fidelity", "raysweep.metrics.extractors:_fidelity"), "39beaf574052b225"
     ),
     # the original's completions of the evaluation images and their scores
+    # v3: classifier-on-outputs accuracy and in-domain cosine per group
     "scores": Producer(
-        2,
+        3,
         (
             "raysweep.metrics:complete",
             "raysweep.metrics:evaluate",
+            "raysweep.metrics:classifier_scores",
             "raysweep.data.splits:eval_split",
             "raysweep.evaluate:eval_groups",
         ),
-        "3d9bb34bc6659f82",
+        "a66d6d9e079a1c62",
     ),
     # the quality gate's report on a pretrained original
-    "quality": Producer(2, ("raysweep.quality",), "40f9f4cdab2fb4fb"),
+    "quality": Producer(2, ("raysweep.quality",), "c3681fb9a53e9975"),
 }
 
 

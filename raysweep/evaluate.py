@@ -22,7 +22,8 @@ from raysweep.models import get_family
 from raysweep.models.checkpoints import save_atomic
 
 log = logging.getLogger(__name__)
-METRICS_FILE, GRID_FILE, MODEL_FILE = "metrics.json", "samples.png", "unlearned.pt"
+METRICS_FILE, GRID_FILE, MODEL_FILE, TSNE_FILE = "metrics.json", "samples.png", "unlearned.pt", "tsne.png"
+TSNE_IMAGES = 50  # per group, as the paper's T-SNE
 
 
 def heldout_groups(cfg: Config, part: str = "test") -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -49,11 +50,13 @@ def original_metrics(
     extractor,
     device: torch.device,
     cache: str | None,
+    labels: dict[str, torch.Tensor] | None = None,
+    classifier: nn.Module | None = None,
 ) -> dict[str, float]:
     """The original model's scores, cached (they are the same for every trial of a sweep)."""
     if cache and Path(cache).is_file():
         return json.loads(Path(cache).read_text())
-    m, _ = evaluate(family, original, groups, cfg.eval.task, extractor, device, cfg.eval.batch_size)
+    m, _ = evaluate(family, original, groups, cfg.eval.task, extractor, device, cfg.eval.batch_size, labels, classifier)
     if cache:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(cache).with_suffix(".tmp")
@@ -96,20 +99,34 @@ def score(
     ``metrics.json`` and ``samples.png`` into ``out_dir`` and return the metrics. ``out_dir/unlearned.pt``, when it
     exists, is the scored model's file (its sha256 is recorded)."""
     from raysweep.jobs import load_original
+    from raysweep.metrics.extractors import load_classifier
     from raysweep.models.checkpoints import sha256
 
     family = get_family(cfg.model.family)
     ext = resolve_extractor(cfg.eval.extractor, extractor, extractor_label)
-    groups = eval_groups(cfg, cfg.eval.part)
+    held = heldout_groups(cfg, cfg.eval.part)
+    groups = {g: x for g, (x, _) in held.items()}
+    labels = {g: y for g, (_, y) in held.items()}
+    clf = load_classifier(extractor).to(device).eval() if extractor else None  # classifier-on-outputs
     orig_model = load_original(cfg, original).to(device).eval()
-    orig = original_metrics(cfg, family, orig_model, groups, ext, device, original_cache)
-    new, outputs = evaluate(family, model, groups, cfg.eval.task, ext, device, cfg.eval.batch_size)
+    orig = original_metrics(cfg, family, orig_model, groups, ext, device, original_cache, labels, clf)
+    new, outputs = evaluate(family, model, groups, cfg.eval.task, ext, device, cfg.eval.batch_size, labels, clf)
     n = cfg.eval.grid_images
     heads = {g: x[:n] for g, x in groups.items()}
     orig_out, masks = {}, {}
     for g, x in heads.items():
         orig_out[g], masks[g] = complete(family, orig_model, x, cfg.eval.task, device)
     sample_grid(heads, masks, orig_out, {g: o[:n] for g, o in outputs.items()}, n, out_dir / GRID_FILE)
+    if clf is not None:  # App. Fig. 4: completions vs ground truths, both models, 50 images per group
+        from raysweep.metrics.tsne import tsne_figure
+
+        sets = {}
+        for g, x in groups.items():
+            k = min(TSNE_IMAGES, len(x))
+            sets[f"{g} ground truth"] = x[:k]
+            sets[f"{g}, original"] = complete(family, orig_model, x[:k], cfg.eval.task, device)[0]
+            sets[f"{g}, unlearned"] = outputs[g][:k]
+        tsne_figure(clf, sets, out_dir / TSNE_FILE)
     result = {**new, **{f"original/{k}": v for k, v in orig.items()}}
     result["forget/fid_ratio"] = new["forget/fid"] / max(orig["forget/fid"], 1e-12)
     result["retain/fid_ratio"] = new["retain/fid"] / max(orig["retain/fid"], 1e-12)

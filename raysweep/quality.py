@@ -80,7 +80,7 @@ def assess(
     numbers they are made of, plus ``passed`` and ``failures``."""
     from raysweep.evaluate import heldout_groups
     from raysweep.jobs import load_original
-    from raysweep.metrics import complete
+    from raysweep.metrics import classifier_scores, complete
     from raysweep.metrics.extractors import INDOMAIN, load_classifier
     from raysweep.metrics.fidelity import Extractor, fid_is, to_uint8
     from raysweep.models import get_family
@@ -109,7 +109,8 @@ def assess(
         fid = fid_is(to_uint8(out), to_uint8(x), ext, cfg.eval.batch_size)["fid"]
         fid_flat = fid_is(to_uint8(flat), to_uint8(x), ext, cfg.eval.batch_size)["fid"]
 
-        a, a_real = _accuracy(clf, out, y, device), _accuracy(clf, x, y, device)
+        a = classifier_scores(clf, out, x, y, device)["accuracy"]
+        a_real = classifier_scores(clf, x, x, y, device)["accuracy"]
         report["groups"][group] = {
             "images": len(x),
             "hole_mse": mse,
@@ -128,11 +129,6 @@ def assess(
     tmp.write_text(json.dumps(report, indent=2))
     tmp.replace(path)
     return report
-
-
-def _accuracy(clf: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> float:
-    pred = torch.cat([clf(images[i : i + 500].to(device)).argmax(1).cpu() for i in range(0, len(images), 500)])
-    return float((pred == labels).float().mean())
 
 
 def failures(report: dict) -> list[str]:

@@ -130,7 +130,7 @@ class TrialCallback(MLflowLoggerCallback):
         run_dir = Path(self.trials_dir) / trial.trial_id  # Tune drops string results: derive it
         if trial in self._trial_runs:
             client = _client(self.uri)
-            for name in ("config.yaml", "metrics.json", "samples.png"):
+            for name in ("config.yaml", "metrics.json", "samples.png", "tsne.png"):
                 if (Path(run_dir) / name).is_file():
                     client.log_artifact(self._trial_runs[trial], str(Path(run_dir) / name))
             if (Path(run_dir) / "metrics.json").is_file():  # which extractor produced these FID / IS numbers

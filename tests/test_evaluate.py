@@ -42,6 +42,12 @@ def test_the_original_scored_as_a_checkpoint_has_ratio_one(cached, tmp_path, cap
     assert code == 0, capsys.readouterr().err
     m = json.loads((out / "metrics.json").read_text())
     assert m["eval_part"] == part and m["forget/fid_ratio"] == pytest.approx(1.0)
+    # classifier-on-outputs for both models, identical here; never a CLIP key without CLIP weights
+    for g in ("retain", "forget"):
+        assert m[f"{g}/accuracy"] == m[f"original/{g}/accuracy"] and 0 <= m[f"{g}/accuracy"] <= 1
+        assert m[f"{g}/indomain_cos"] == pytest.approx(m[f"original/{g}/indomain_cos"])
+    assert not any("clip" in k for k in m)
+    assert (out / "tsne.png").stat().st_size > 0  # App. Fig. 4 analogue
     assert m["retain/fid_ratio"] == pytest.approx(1.0) and (out / "samples.png").stat().st_size > 0
     n = cfg.data.test_images_per_class if part == "test" else cfg.data.val_images_per_class
     assert m["eval_images_per_group"] == {"retain": 2 * n, "forget": 2 * n}

@@ -81,3 +81,21 @@ def test_completion_reports_progress_per_batch(caplog):
         "evaluating forget: 4/5 images completed",
         "evaluating forget: 5/5 images completed",
     ]
+
+
+def test_classifier_on_outputs_is_one_on_images_it_classifies_right(tiny_cfg, tmp_path):
+    from raysweep.data.datasets import synthetic
+    from raysweep.metrics import classifier_scores
+    from raysweep.metrics.extractors import load_classifier
+
+    clf = load_classifier(_extractor(tiny_cfg, tmp_path / "e.pt")).eval()
+    ds = synthetic(False, 16, 6, per_class=20)
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    y = torch.tensor([ds[i][1] for i in range(len(ds))])
+    with torch.no_grad():
+        right = clf(x).argmax(1) == y
+    assert right.any()
+    s = classifier_scores(clf, x[right], x[right], y[right], torch.device("cpu"))
+    assert s["accuracy"] == 1.0 and abs(s["indomain_cos"] - 1.0) < 1e-5
+    noise = classifier_scores(clf, torch.rand_like(x), x, y, torch.device("cpu"))
+    assert noise["indomain_cos"] < 0.99

@@ -60,6 +60,30 @@ def complete(
     return torch.cat(outs), torch.cat(masks)
 
 
+@torch.no_grad()
+def classifier_scores(
+    classifier: nn.Module, outputs: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, device: torch.device
+) -> dict[str, float]:
+    """Proof of forgetting that FID cannot give: the in-domain classifier on the completions.
+
+    ``accuracy``: the fraction of completions classified as their image's true class (forget-class accuracy on
+    forget completions, retain-class accuracy on retain ones); ``indomain_cos``: the mean cosine between the
+    classifier's features of each completion and of its own ground truth, both centred on the ground truths' mean
+    feature (the paper's CLIP cosine, with the in-domain network standing in, under its own key)."""
+    preds, fos, fxs = [], [], []
+    for i in range(0, len(outputs), 500):
+        fo = classifier.features(outputs[i : i + 500].to(device))
+        fxs.append(classifier.features(images[i : i + 500].to(device)).cpu())
+        preds.append(classifier.head(fo).argmax(1).cpu())
+        fos.append(fo.cpu())
+    fo, fx = torch.cat(fos), torch.cat(fxs)
+    mu = fx.mean(dim=0, keepdim=True)  # post-ReLU features share a large common part: centre on the real images
+    return {
+        "accuracy": float((torch.cat(preds) == labels).float().mean()),
+        "indomain_cos": float(torch.nn.functional.cosine_similarity(fo - mu, fx - mu, dim=1).mean()),
+    }
+
+
 def evaluate(
     family,
     model: nn.Module,
@@ -68,13 +92,20 @@ def evaluate(
     extractor: Extractor,
     device: torch.device,
     batch_size: int = 250,
+    labels: dict[str, torch.Tensor] | None = None,
+    classifier: nn.Module | None = None,
 ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """FID / IS of the completions of each group's images against those images. Returns (metrics, outputs)."""
+    """FID / IS of the completions of each group's images against those images and, given the images' labels and
+    the in-domain classifier, :func:`classifier_scores`. Returns (metrics, outputs)."""
     model.eval()
     metrics, outputs = {}, {}
     for group, images in groups.items():
         out, _ = complete(family, model, images, task, device, batch_size, desc=f"evaluating {group}")
         scores = fid_is(to_uint8(out), to_uint8(images), extractor, batch_size, cuda=device.type == "cuda")
+        if classifier is not None and labels is not None:
+            # the completions as the evaluation scores them: uint8-quantised, like the FID inputs
+            q = to_uint8(out).float() / 255.0
+            scores.update(classifier_scores(classifier, q, images, labels[group], device))
         metrics.update({f"{group}/{k}": v for k, v in scores.items()})
         outputs[group] = out
     return metrics, outputs
