@@ -52,14 +52,14 @@ class Producer:
 PRODUCERS: dict[str, Producer] = {
     # v2: pretraining mixes I2I task masks into MAE's random masking; per-class image order independent of the
     # class lists; ``pretrain.seed``
-    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "705d5855b48b8d26"),
+    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "6a6ad4b7c53f1509"),
     "original:mage": Producer(
         2,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "6d29cae44ab83262",
+        "fd2f18513924b6cf",
     ),
     "original:palette": Producer(
-        2, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "5589dd54dc28b3f4"
+        2, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "c258d46e28c30c23"
     ),
     "extractor": Producer(
         2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "18c037151414a06e"
@@ -79,7 +79,7 @@ PRODUCERS: dict[str, Producer] = {
             "raysweep.data.splits:eval_split",
             "raysweep.evaluate:eval_groups",
         ),
-        "a66d6d9e079a1c62",
+        "46cfcde8a2357e7d",
     ),
     # the quality gate's report on a pretrained original
     "quality": Producer(2, ("raysweep.quality",), "c3681fb9a53e9975"),

@@ -18,7 +18,7 @@ from raysweep.data.datasets import load_dataset
 from raysweep.data.masks import apply_mask
 from raysweep.data.splits import eval_split
 from raysweep.metrics import complete, evaluate, resolve_extractor
-from raysweep.models import get_family
+from raysweep.models import get_family, unwrap
 from raysweep.models.checkpoints import save_atomic
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def score(
         **result,
         "extractor": ext.label,
         "task": f"{cfg.eval.task.name}:{cfg.eval.task.ratio}",
-        "generation": family.generation(getattr(model, "module", model)),
+        "generation": family.generation(unwrap(model)),
         "eval_images_per_group": {g: len(x) for g, x in groups.items()},
         "eval_part": cfg.eval.part,
         "original_sha256": original_sha256,
@@ -179,7 +179,7 @@ def run_finisher(
         out = Path(run_dir)
         out.mkdir(parents=True, exist_ok=True)
         # the trained weights first: an evaluation that dies must not lose the training
-        save_atomic({"model": getattr(model, "module", model).state_dict(), "config": cfg.to_dict()}, out / MODEL_FILE)
+        save_atomic({"model": unwrap(model).state_dict(), "config": cfg.to_dict()}, out / MODEL_FILE)
         payload = all_cores_while(
             lambda: score(
                 cfg, model, out, original, extractor, extractor_label, device, original_cache, original_sha256

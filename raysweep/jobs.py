@@ -200,7 +200,11 @@ def unlearn_job(
         state["step"] += 1
         use_task = u.train_mask == "task" or (u.train_mask == "mixed" and state["step"] % 2 == 0)
         ctx = (
-            {"mask": task_mask(cfg.eval.task, images.shape[0], images.shape[-1], _patch(m), gen, images.device)}
+            {
+                "mask": task_mask(
+                    cfg.eval.task, images.shape[0], images.shape[-1], family.patch_size(m), gen, images.device
+                )
+            }
             if use_task
             else None
         )
@@ -223,10 +227,6 @@ def unlearn_job(
         frozen=[teacher],
         seed=cfg.seed,
     )
-
-
-def _patch(m: nn.Module) -> int:
-    return int(getattr(unwrap(m), "patch_size", 1))
 
 
 JOBS = {"pretrain": pretrain_job, "extractor": extractor_job, "unlearn": unlearn_job}

@@ -91,3 +91,25 @@ def test_unknown_family_and_option():
 
     with pytest.raises(ValueError, match="valid options"):
         get_family("mae").build(ModelConfig(options={"mask_ration": 0.5}))
+
+
+@pytest.mark.parametrize("name", ["mae", "mage", "palette"])
+def test_every_family_satisfies_the_declared_contract(name):
+    """Every entry of FAMILIES provides each member of the ModelFamily protocol (functions and option sets)."""
+    import inspect
+
+    from raysweep.models import FAMILIES, ModelFamily
+    from raysweep.models.family import ModelFamily as Declared
+
+    fam = FAMILIES[name]
+    assert ModelFamily is Declared and isinstance(fam, ModelFamily)
+    members = sorted({m for m in dir(Declared) if not m.startswith("_")} | set(Declared.__annotations__))
+    assert {"OPTIONS", "UNLEARN_OPTIONS", "patch_size", "encode", "generate"} <= set(members)
+    for m in members:
+        assert hasattr(fam, m), f"{name} lacks {m}"
+    for m in ("OPTIONS", "UNLEARN_OPTIONS"):
+        assert isinstance(getattr(fam, m), set) and getattr(fam, "UNLEARN_OPTIONS") <= getattr(fam, "OPTIONS")
+    for m in members:
+        if callable(getattr(Declared, m, None)):
+            want = [p for p in inspect.signature(getattr(Declared, m)).parameters if p != "self"]
+            assert list(inspect.signature(getattr(fam, m)).parameters)[: len(want)] == want, (name, m)

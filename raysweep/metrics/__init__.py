@@ -48,7 +48,7 @@ def complete(
     """The model's completions of ``images`` (float ``[N, 3, H, W]``) under ``task``; returns (outputs, masks).
     With ``desc``, a progress line per batch (a diffusion sampler takes minutes per thousand images on a CPU)."""
     outs, masks = [], []
-    patch = int(getattr(getattr(model, "module", model), "patch_size", 1))
+    patch = family.patch_size(model)
     g = torch.Generator().manual_seed(0)  # fixed masks for random tasks: every model sees the same inputs
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size]

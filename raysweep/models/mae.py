@@ -21,6 +21,7 @@ from torch import nn
 from raysweep.config import Config, ModelConfig, TaskConfig
 from raysweep.data.masks import patch_mask, random_patch_mask, task_mask
 from raysweep.models.checkpoints import load_strict, read_state_dict
+from raysweep.models.family import Stage, check_options, unwrap
 
 PRESETS = {
     # 32 px, patch 4: the embedded default (8x8 patch grid, like MAE's 14x14 / MAGE's 16x16 grid)
@@ -221,10 +222,7 @@ def _ctx(
 def build(cfg: ModelConfig) -> MaskedAutoencoderViT:
     """A randomly initialised MAE of ``cfg.preset``; ``cfg.checkpoint`` (official layout) is loaded when given."""
     opts = dict(cfg.options)
-    valid = sorted(OPTIONS | set(PRESETS[cfg.preset]))
-    unknown = sorted(set(opts) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown model.options {unknown} for family mae; valid options: {valid}")
+    check_options("mae", opts, OPTIONS | set(PRESETS[cfg.preset]))
     kw = {k: int(opts.get(k, v)) for k, v in PRESETS[cfg.preset].items()}  # architecture overrides (tests)
     model = MaskedAutoencoderViT(
         **kw,
@@ -254,15 +252,19 @@ def load_official(model: nn.Module, path: str) -> None:
 
 def encoder_parameters(model: nn.Module) -> Iterable[nn.Parameter]:
     """patch_embed, cls_token, blocks, norm (pos_embed is fixed); the decoder stays frozen."""
-    m = getattr(model, "module", model)
+    m = unwrap(model)
     yield from m.patch_embed.parameters()
     yield m.cls_token
     yield from m.blocks.parameters()
     yield from m.norm.parameters()
 
 
+def patch_size(model: nn.Module) -> int:
+    return unwrap(model).patch_size
+
+
 def input_stats(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    m = getattr(model, "module", model)
+    m = unwrap(model)
     return m.pixel_mean.view(3), m.pixel_std.view(3)
 
 
@@ -271,7 +273,7 @@ def encode(
 ) -> tuple[torch.Tensor, dict]:
     """Latent ``[B, 1+K, D]`` of images in [0, 1]. ``ctx`` None = random masking; ``{"mask": [B,H,W]}`` = that
     task mask; a ctx returned by an earlier call = the very same kept patches (teacher == student masks)."""
-    m = getattr(model, "module", model)
+    m = unwrap(model)
     ctx = _ctx(m, images, ctx, generator, m.mask_ratio)
     return model(images, ctx["ids_keep"]), ctx
 
@@ -291,7 +293,7 @@ def generation(model: nn.Module) -> str:
 @torch.no_grad()
 def generate(model: nn.Module, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Complete the removed pixels (``mask`` ``[B, H, W]``): decoder output inside the hole, input elsewhere."""
-    m = getattr(model, "module", model)
+    m = unwrap(model)
     ctx = _ctx(m, images, {"mask": mask}, None, 0.0)
     latent = m.forward_encoder(m.normalize(images), ctx["ids_keep"])
     pred = m.unpatchify(m.forward_decoder(latent, ctx["ids_restore"])) * m.pixel_std + m.pixel_mean
@@ -300,10 +302,9 @@ def generate(model: nn.Module, images: torch.Tensor, mask: torch.Tensor) -> torc
 
 def pretrain_stages(cfg: Config) -> list:
     """One stage: the whole MAE."""
-    from raysweep.models import Stage
 
     def params(m: nn.Module) -> Iterable[nn.Parameter]:
-        return [p for p in getattr(m, "module", m).parameters() if p.requires_grad]  # pos_embed stays fixed
+        return [p for p in unwrap(m).parameters() if p.requires_grad]  # pos_embed stays fixed
 
     return [Stage("model", params, cfg.pretrain.epochs, cfg.pretrain.lr)]
 
@@ -326,7 +327,7 @@ def pretrain_loss(
 ) -> torch.Tensor:
     """MAE's own objective: per-patch MSE in normalised pixel space, averaged over the removed patches (on the
     masks of :func:`pretrain_mask`)."""
-    m = getattr(model, "module", model)
+    m = unwrap(model)
     ctx = _ctx(m, images, {"mask": pretrain_mask(m, images, generator)}, generator, m.mask_ratio)
     pred = model(images, ctx["ids_keep"], ctx["ids_restore"])  # [B, L, p*p*3]
     target = m.patchify(m.normalize(images))

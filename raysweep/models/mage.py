@@ -35,8 +35,8 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from raysweep.config import Config, ModelConfig
-from raysweep.models import Stage
 from raysweep.models.checkpoints import load_strict, read_state_dict
+from raysweep.models.family import Stage, check_options, unwrap
 from raysweep.models.mae import forget_input as _mae_forget_input
 from raysweep.models.mae import init_vit_layout
 from raysweep.models.vqgan import PRESETS as VQ_PRESETS
@@ -320,10 +320,7 @@ def build(cfg: ModelConfig) -> MaskedGenerativeEncoderViT:
     provides the tokenizer when the MAGE file does not hold it."""
     opts = dict(cfg.options)
     tok_keys = {f"tok_{k}" for k in VQ_PRESETS[cfg.preset]}
-    valid = sorted(OPTIONS | set(PRESETS[cfg.preset]) | tok_keys)
-    unknown = sorted(set(opts) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown model.options {unknown} for family mage; valid options: {valid}")
+    check_options("mage", opts, OPTIONS | set(PRESETS[cfg.preset]) | tok_keys)
     vq = VQGAN(**_tokenizer_kwargs(cfg.preset, opts), restart_every=int(opts.get("restart_every", 100)))
     kw = {k: int(opts.get(k, v)) for k, v in PRESETS[cfg.preset].items()}
     if kw["img_size"] % vq.downsample:
@@ -366,17 +363,21 @@ def load_official(model: nn.Module, path: str, tokenizer: str | None = None) -> 
 
 def encoder_parameters(model: nn.Module) -> Iterable[nn.Parameter]:
     """token_emb, blocks, norm (the official choice, §1.1); tokenizer and decoder stay frozen."""
-    m = getattr(model, "module", model)
+    m = unwrap(model)
     yield from m.token_emb.parameters()
     yield from m.blocks.parameters()
     yield from m.norm.parameters()
+
+
+def patch_size(model: nn.Module) -> int:
+    return unwrap(model).patch_size
 
 
 def input_stats(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """The VQ-GAN reads [0, 1] pixels without normalisation; the Gaussian / uniform noise of Eq. 10 is drawn in
     the space normalised by the data statistics (``pixel_mean`` / ``pixel_std``, ImageNet's by default; the mean
     is also the hole fill) and clamped to [0, 1] by :func:`encode` before tokenization."""
-    m = getattr(model, "module", model)
+    m = unwrap(model)
     return torch.tensor(m.pixel_mean), torch.tensor(m.pixel_std)
 
 
@@ -385,7 +386,7 @@ def encode(
 ) -> tuple[torch.Tensor, dict]:
     """Latent ``[B, 1+K, D]`` of images in [0, 1] (``norm`` output over kept tokens). ``ctx`` None = MAGE training
     masks; ``{"mask": [B,H,W]}`` = that task's token masks; an earlier call's ctx = the very same masks."""
-    m = getattr(model, "module", model)
+    m = unwrap(model)
     ctx = _ctx(m, images, ctx, generator)
     return model(images.clamp(0.0, 1.0), ctx), ctx
 
@@ -396,14 +397,14 @@ forget_input = _mae_forget_input
 
 def generation(model: nn.Module) -> str:
     """MaskGIT settings, recorded with every metric."""
-    m = getattr(model, "module", model)
+    m = unwrap(model)
     return f"maskgit-{m.decode_steps}-ct{m.choice_temperature:g}-margin{m.token_margin}"
 
 
 @torch.no_grad()
 def generate(model: nn.Module, images: torch.Tensor, mask: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """MaskGIT iterative decoding of the masked tokens (official §4.1), VQ-GAN decoding, then compositing."""
-    m = getattr(model, "module", model)
+    m = unwrap(model)
     _check_size(m, images)
     ctx = task_token_masks(m, mask)
     masked = ctx["masked"][:, 1:]  # [B, L]
@@ -449,7 +450,7 @@ def pretrain_loss(
 ) -> torch.Tensor:
     """Stage ``tokenizer``: VQ-GAN reconstruction; stage ``transformer``: MAGE's masked-token prediction
     (label-smoothed CE 0.1 over the codebook, averaged over masked tokens)."""
-    m = getattr(model, "module", model)
+    m = unwrap(model)
     if stage == "tokenizer":
         recon, vq_loss = model(images, {"stage": "tokenizer"})
         return tokenizer_loss(recon, images, vq_loss)
@@ -469,10 +470,10 @@ def pretrain_stages(cfg: Config) -> list[Stage]:
     opts = cfg.model.options
 
     def tokenizer_params(model: nn.Module) -> Iterable[nn.Parameter]:
-        return getattr(model, "module", model).vqgan.parameters()
+        return unwrap(model).vqgan.parameters()
 
     def transformer_params(model: nn.Module) -> Iterable[nn.Parameter]:
-        m = getattr(model, "module", model)
+        m = unwrap(model)
         used = (m.token_emb, m.blocks, m.norm, m.decoder_embed, m.decoder_blocks, m.decoder_norm, m.mlm_layer)
         for mod in used:
             yield from mod.parameters()

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from raysweep.config import Config, ModelConfig
-from raysweep.models import Stage
 from raysweep.models.checkpoints import load_strict, read_state_dict
+from raysweep.models.family import Stage, check_options, unwrap
 from raysweep.models.unet import UNet
 
 PRESETS = {
@@ -156,9 +156,7 @@ def _net_input(images: torch.Tensor, ctx: dict, pure_noise: torch.Tensor | None 
 def build(cfg: ModelConfig) -> PaletteNetwork:
     """A randomly initialised Palette of ``cfg.preset``; ``cfg.checkpoint`` (16_Network.pth layout) when given."""
     opts = dict(cfg.options)
-    unknown = sorted(set(opts) - OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown model.options {unknown} for family palette; valid options: {sorted(OPTIONS)}")
+    check_options("palette", opts, OPTIONS)
     kw = dict(PRESETS[cfg.preset])
     for k in ("inner_channel", "res_blocks", "num_head_channels"):
         kw[k] = int(opts.get(k, kw[k]))
@@ -212,13 +210,18 @@ def encoder_parameters(model: nn.Module) -> Iterable[nn.Parameter]:
     input blocks at the original's weights: they cannot tell a forget image from a retain one (a 3x3 conv and
     full-resolution res blocks; cond_embed sees only the noise level), so Eq. 10 can only move them for both
     groups at once, and their maps feed the frozen decoder's last layers through the skips."""
-    m = getattr(model, "module", model)
+    m = unwrap(model)
     u, k = m.denoise_fn, m.frozen_input_blocks
     if k == 0:
         yield from u.cond_embed.parameters()
     for block in list(u.input_blocks)[k:]:
         yield from block.parameters()
     yield from u.middle_block.parameters()
+
+
+def patch_size(model: nn.Module) -> int:
+    """Pixel-space model: random-task masks are drawn per pixel."""
+    return 1
 
 
 def input_stats(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,7 +254,7 @@ def encode(
     """Encoder maps of images in [0, 1] as ``[B, N]``. ``ctx`` None = a training hole and fresh noising;
     ``{"mask": ...}`` = that hole; an earlier ctx = the same t, gamma, eps and hole. ``ctx["pure_noise"]`` (bool
     ``[B]``, set by :func:`forget_input`) gives those rows the App. C.25 forget input."""
-    m = getattr(model, "module", model)
+    m = unwrap(model)
     ctx = _ctx(m, images, ctx, generator)
     x = _net_input(images, ctx, ctx.get("pure_noise"))
     return _flat(model(x, ctx["gamma"], encode_only=True)), ctx
@@ -279,7 +282,7 @@ def forget_input(
 def generate(model: nn.Module, images: torch.Tensor, mask: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Inpaint the hole: start from y_cond, denoise with DDIM (``sample_steps``) or full DDPM, re-impose the known
     pixels after every step; returns [0, 1] images equal to the input outside the hole."""
-    m = getattr(model, "module", model)
+    m = unwrap(model)
     gen = torch.Generator(device=images.device).manual_seed(seed)
     y0 = _to_model(images)
     hole = mask.unsqueeze(1).to(y0.dtype)
@@ -313,7 +316,7 @@ def generate(model: nn.Module, images: torch.Tensor, mask: torch.Tensor, seed: i
 
 def generation(model: nn.Module) -> str:
     """The sampler recorded with every metric."""
-    m = getattr(model, "module", model)
+    m = unwrap(model)
     return f"ddpm-{m.timesteps}" if m.sampler == "ddpm" else f"ddim-{m.sample_steps}"
 
 
@@ -321,7 +324,7 @@ def pretrain_loss(
     model: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None, stage: str = "model"
 ) -> torch.Tensor:
     """Palette's objective: MSE(mask * eps, mask * eps_hat) (official network.py forward)."""
-    m = getattr(model, "module", model)
+    m = unwrap(model)
     ctx = _noising(m, images, train_masks(m, images, generator), generator)
     eps_hat = model(_net_input(images, ctx), ctx["gamma"])
     hole = ctx["mask"].unsqueeze(1).to(eps_hat.dtype)
@@ -329,4 +332,4 @@ def pretrain_loss(
 
 
 def pretrain_stages(cfg: Config) -> list[Stage]:
-    return [Stage("model", lambda mdl: getattr(mdl, "module", mdl).parameters(), cfg.pretrain.epochs, cfg.pretrain.lr)]
+    return [Stage("model", lambda mdl: unwrap(mdl).parameters(), cfg.pretrain.epochs, cfg.pretrain.lr)]
