@@ -108,7 +108,7 @@ def test_every_family_satisfies_the_declared_contract(name):
     for m in members:
         assert hasattr(fam, m), f"{name} lacks {m}"
     for m in ("OPTIONS", "UNLEARN_OPTIONS"):
-        assert isinstance(getattr(fam, m), set) and getattr(fam, "UNLEARN_OPTIONS") <= getattr(fam, "OPTIONS")
+        assert isinstance(getattr(fam, m), set) and fam.UNLEARN_OPTIONS <= fam.OPTIONS
     for m in members:
         if callable(getattr(Declared, m, None)):
             want = [p for p in inspect.signature(getattr(Declared, m)).parameters if p != "self"]
