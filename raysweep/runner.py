@@ -22,7 +22,7 @@ def run_dir_for(cfg: Config) -> Path:
     """``<results>/runs/<name>-<config digest>``; an unfinished run of the same config is resumed, a finished one
     is kept and the new run gets the next free ``-rN`` suffix (nothing already written is overwritten)."""
     base = results_dir(cfg.tracking.results_dir) / "runs"
-    stem = f"{cfg.name}-{cfg.digest('model', 'data', 'unlearn', 'eval', 'seed')}"
+    stem = f"{cfg.name}-{cfg.digest('model', 'data', 'pretrain', 'unlearn', 'eval', 'seed')}"
     d, k = base / stem, 1
     while (d / METRICS_FILE).is_file():
         k += 1
