@@ -40,10 +40,11 @@ class Bar:
     meaning: str
 
 
-# Chosen between a broken and a sound tiny MAE on Fashion-MNIST (docs/quality-gate.md has the measurements)
+# Chosen between a broken and a sound tiny MAE on Fashion-MNIST (docs/quality-gate.md has the measurements).
+# The hole MSE is reported but not gated: it did not tell the two apart, and a sampler (MaskGIT, DDIM) is not
+# meant to predict the mean, so its MSE says little about its quality.
 BARS = (
     Bar("fid_vs_flat", 0.5, True, "FID of the completions / FID of a flat fill"),
-    Bar("hole_mse_vs_flat", 0.6, True, "hole MSE of the completions / hole MSE of a flat fill"),
     Bar("accuracy_kept", 0.8, False, "classifier accuracy on completions / on the real images"),
 )
 

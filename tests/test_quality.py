@@ -48,11 +48,11 @@ def test_a_flat_filling_original_is_stopped_with_the_fix(tiny_cfg, files, monkey
     with pytest.raises(OriginalQualityError) as e:
         gate(cfg, *files, "ext-label")
     msg = str(e.value)
-    assert "fid_vs_flat=1.000" in msg and "hole_mse_vs_flat=1.000" in msg
+    assert "retain fid_vs_flat=1.000" in msg and "forget fid_vs_flat=1.000" in msg and "hole_mse" not in msg
     assert "pretrain.epochs" in msg and "pretrain.quality_gate=false" in msg
     # the report is cached next to the original: asking again computes nothing
     monkeypatch.setattr(metrics, "complete", lambda *a, **k: pytest.fail("recomputed a cached report"))
     r = assess(cfg, *files, "ext-label")
-    assert not r["passed"] and len(r["failures"]) >= 4
+    assert not r["passed"] and len(r["failures"]) >= 2 and r["groups"]["retain"]["hole_mse_vs_flat"] == 1.0
     # switched off: the same report, no stop
     assert gate(tiny_cfg.replace(**{"pretrain.quality_gate": False}), *files, "ext-label")["passed"] is False
