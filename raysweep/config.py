@@ -25,7 +25,7 @@ import yaml
 FAMILY_NAMES = ("mae", "mage", "palette")  # raysweep.models.FAMILIES
 TASKS = ("center", "outpaint", "extend_up", "extend_down", "extend_left", "extend_right", "random")  # data.masks
 METHOD_NAMES = ("ours",)  # raysweep.unlearn.losses.METHODS
-NOISE_NAMES = ("gaussian", "uniform", "batch_stats")  # raysweep.unlearn.noise
+NOISE_NAMES = ("gaussian", "uniform", "batch_stats", "lowrank")  # raysweep.unlearn.noise
 
 
 class ConfigError(ValueError):
@@ -146,7 +146,10 @@ class PretrainConfig:
 class UnlearnConfig:
     method: str = "ours"  # ours = Eq. 10 (baselines C.26-C.36 slot in as other loss functions)
     alpha: float = 0.25  # weight of the forget term (Eq. 10)
-    noise: str = "gaussian"  # gaussian N(0, I) | uniform U[-1, 1] (App. E) | batch_stats (official MAGE code)
+    noise: str = "gaussian"  # gaussian N(0, I) | uniform U[-1, 1] (App. E) | batch_stats (official) | lowrank
+    noise_rank: int = 8  # lowrank: top-k principal directions of the forget images (0 = Sigma I)
+    noise_floor: float = 1.0  # lowrank: the variance outside those directions
+    noise_source: str = "forget"  # lowrank: which training images Sigma is fitted on (forget | retain)
     loss_form: str = "l2"  # l2 = the paper's L2 distance | mse = official per-sample MSE (official §1.1)
     train_mask: str = "mixed"  # masks while unlearning: random (family's own) | task (eval task) | mixed (alternate)
     epochs: int = 5
@@ -162,6 +165,9 @@ class UnlearnConfig:
     def validate(self) -> None:
         _check_choice("unlearn.method", self.method, sorted(METHOD_NAMES))
         _check_choice("unlearn.noise", self.noise, NOISE_NAMES)
+        _check_range("unlearn.noise_rank", self.noise_rank, 0, 4096)
+        _check_range("unlearn.noise_floor", self.noise_floor, 0.0)
+        _check_choice("unlearn.noise_source", self.noise_source, ["forget", "retain"])
         _check_choice("unlearn.loss_form", self.loss_form, ["l2", "mse"])
         _check_choice("unlearn.train_mask", self.train_mask, ["random", "task", "mixed"])
         _check_range("unlearn.alpha", self.alpha, 0.0)

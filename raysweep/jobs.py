@@ -31,7 +31,7 @@ from raysweep.metrics.extractors import InDomainClassifier
 from raysweep.models import get_family, pretrain_options, unwrap
 from raysweep.models.checkpoints import read_state_dict, save_atomic
 from raysweep.unlearn.losses import METHODS
-from raysweep.unlearn.noise import sample_noise
+from raysweep.unlearn.noise import LowRankSigma, sample_noise
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,18 @@ class FlaggedSubset(Dataset):
 def _runtime(cfg: Config) -> dict:
     """How the loop runs a job on its device (not what it optimises)."""
     return {"precision": cfg.resources.precision, "loader_workers": cfg.resources.loader_workers}
+
+
+def _lowrank_sigma(cfg: Config, family, teacher: nn.Module, ds: Dataset, split) -> LowRankSigma:
+    """``unlearn.noise=lowrank``: Sigma fitted on up to 2000 distinct forget (or retain) training images, in the
+    model's normalised input space (the space Eq. 10's noise is drawn in)."""
+    u = cfg.unlearn
+    want = u.noise_source == "forget"
+    idx = list(dict.fromkeys(i for i, f in zip(split.indices, split.is_forget) if f == want))[:2000]
+    x = torch.stack([ds[i][0] for i in idx])
+    mean, std = family.input_stats(teacher)
+    normalised = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    return LowRankSigma.fit(normalised, u.noise_rank, u.noise_floor, seed=cfg.seed)
 
 
 def load_original(cfg: Config, original_path: str | None) -> nn.Module:
@@ -194,6 +206,7 @@ def unlearn_job(
     )
     loss_fn = METHODS[u.method]
     state = {"step": 0}
+    sigma = _lowrank_sigma(cfg, family, teacher, ds, split) if u.noise == "lowrank" else None
 
     def step(m: nn.Module, batch: Any, gen: torch.Generator) -> dict[str, torch.Tensor]:
         images, is_forget = batch
@@ -211,7 +224,7 @@ def unlearn_job(
         z, ctx = family.encode(m, images, ctx, gen)  # student, Eq. 10
         with torch.no_grad():
             mean, std = family.input_stats(teacher)
-            noise = sample_noise(u.noise, images, mean, std, gen)
+            noise = sample_noise(u.noise, images, mean, std, gen, sigma)
             t_in, t_ctx = family.forget_input(images, noise, is_forget, ctx, u.noise)  # x_r, or n for forget rows
             target, _ = family.encode(teacher, t_in, t_ctx)  # teacher shares the masks
         return loss_fn(z, target, is_forget, u.alpha, u.loss_form)
