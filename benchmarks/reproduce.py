@@ -2,7 +2,7 @@
 from here, with the date and the machine).
 
     python benchmarks/reproduce.py [--families mae,mage,palette] [--seeds 0,1,2] [--splits default,5-9,evens]
-                                   [--sweep] [--out docs/results/reproduce.md] [--keep DIR]
+                                   [--sweep] [--out docs/repro/reproduce.md] [--keep DIR]
 
 In a new temporary folder (an empty ``RAYSWEEP_CACHE`` and results folder, nothing from this machine's caches),
 it runs, as subprocesses, exactly the commands a user types:
@@ -85,7 +85,7 @@ def main() -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--splits", default="default,5-9,evens")
     ap.add_argument("--sweep", action="store_true", help="also time the README's first command from empty caches")
-    ap.add_argument("--out", default="docs/results/reproduce.md")
+    ap.add_argument("--out", default="docs/repro/reproduce.md")
     ap.add_argument("--keep", help="use this (empty or new) folder instead of a temporary one, and keep it")
     ap.add_argument(
         "overrides",
