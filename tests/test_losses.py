@@ -52,6 +52,6 @@ def test_noise_is_standard_in_the_normalised_space():
     assert u.min() >= -1 and u.max() <= 1 and abs(u.mean().item()) < 0.02
     b = sample_noise("batch_stats", x, mean, std, g)
     assert b.min() >= 0 and b.max() <= 1
-    assert set(NOISES) == {"gaussian", "uniform", "batch_stats"}
+    assert set(NOISES) == {"gaussian", "uniform", "batch_stats", "lowrank"}  # lowrank: tests/test_noise.py
     with pytest.raises(ValueError, match="valid"):
         sample_noise("pink", x, mean, std, g)
