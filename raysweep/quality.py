@@ -172,10 +172,7 @@ def gate(cfg: Config, original: Path, extractor: Path, extractor_label: str) -> 
             f"images: {'; '.join(report['failures'])}. Unlearning cannot remove what the original cannot do. Fix: "
             "pretrain longer (pretrain.epochs), keep the family's task-aware training masks "
             "(e.g. model.options.train_masks=mixed), or try another pretrain.seed; to go on regardless, set "
-            "pretrain.quality_gate=false. The report is in " + str(report_path_hint(original))
+            "pretrain.quality_gate=false. The report is in "
+            + str(report_path(cfg, original, extractor_label, torch.device("cpu")))
         )
     return report
-
-
-def report_path_hint(original: Path) -> str:
-    return str(Path(original).with_name(f"{Path(original).stem}.quality-*.json"))
