@@ -52,17 +52,17 @@ class Producer:
 PRODUCERS: dict[str, Producer] = {
     # v2: pretraining mixes I2I task masks into MAE's random masking; per-class image order independent of the
     # class lists; ``pretrain.seed``
-    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "6a6ad4b7c53f1509"),
+    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "c22e226fe57d204e"),
     "original:mage": Producer(
         2,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "fd2f18513924b6cf",
+        "a96aa249537cd7a5",
     ),
     "original:palette": Producer(
-        2, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "c258d46e28c30c23"
+        2, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "8e360240388fa092"
     ),
     "extractor": Producer(
-        2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "18c037151414a06e"
+        2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "7b7b96dbceb6bdc5"
     ),
     # features of the fixed reference images (torch-fidelity's cache) and the metrics computed from them
     "reference": Producer(

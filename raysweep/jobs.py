@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, Subset
 
 from raysweep.config import Config
 from raysweep.data.datasets import load_dataset
-from raysweep.data.masks import task_mask
+from raysweep.data.masks import kept_patches, task_mask
 from raysweep.data.splits import pretrain_indices, unlearn_split
 from raysweep.metrics.extractors import InDomainClassifier
 from raysweep.models import get_family, pretrain_options, unwrap
@@ -51,6 +51,8 @@ class Hyper:
     log_every: int = 50
     precision: str = "fp32"  # fp32 | bf16 | auto (bf16 autocast on CUDA)
     loader_workers: int = 0  # DataLoader worker processes; -1 = auto (4 on CUDA, 0 on the CPU)
+    channels_last: str = "false"  # true | false | auto (on CUDA)
+    compile: bool = False  # torch.compile the (wrapped) module
 
 
 @dataclass
@@ -79,9 +81,12 @@ class FlaggedSubset(Dataset):
         return self.base[self.indices[i]][0], self.flags[i]
 
 
-def _runtime(cfg: Config) -> dict:
-    """How the loop runs a job on its device (not what it optimises)."""
-    return {"precision": cfg.resources.precision, "loader_workers": cfg.resources.loader_workers}
+def _runtime(cfg: Config, convolutional: bool = False) -> dict:
+    """How the loop runs a job on its device (not what it optimises). ``channels_last: auto`` applies to
+    ``convolutional`` modules only (Palette's UNet: cuDNN's NHWC kernels; a ViT gains nothing)."""
+    r = cfg.resources
+    cl = r.channels_last if r.channels_last != "auto" or convolutional else "false"
+    return {"precision": r.precision, "loader_workers": r.loader_workers, "channels_last": cl, "compile": r.compile}
 
 
 def _lowrank_sigma(cfg: Config, family, teacher: nn.Module, ds: Dataset, split) -> LowRankSigma:
@@ -127,7 +132,16 @@ def pretrain_job(cfg: Config, output: str, stage: str | None = None, init: str |
     idx = pretrain_indices(ds.labels, cfg.data, ds.num_classes)
     p = cfg.pretrain
     hyper = Hyper(
-        st.epochs, p.batch_size, st.lr, p.weight_decay, (0.9, 0.95), p.warmup_epochs, 0.0, 3.0, 50, **_runtime(cfg)
+        st.epochs,
+        p.batch_size,
+        st.lr,
+        p.weight_decay,
+        (0.9, 0.95),
+        p.warmup_epochs,
+        0.0,
+        3.0,
+        50,
+        **_runtime(cfg, family.CONVOLUTIONAL),
     )
 
     def step(m: nn.Module, batch: Any, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -137,7 +151,8 @@ def pretrain_job(cfg: Config, output: str, stage: str | None = None, init: str |
         save_atomic({"model": unwrap(m).state_dict(), "config": cfg.to_dict(), "stage": st.name}, output)
         return {"path": output}
 
-    return Job(f"pretrain-{st.name}", model, params, Subset(ds, idx), hyper, step, finish, seed=cfg.pretrain.seed)
+    train = Subset(ds.training_view(), idx)
+    return Job(f"pretrain-{st.name}", model, params, train, hyper, step, finish, seed=cfg.pretrain.seed)
 
 
 def extractor_job(cfg: Config, output: str, **_: Any) -> Job:
@@ -175,7 +190,7 @@ def extractor_job(cfg: Config, output: str, **_: Any) -> Job:
         log.info("in-domain extractor: test accuracy %.4f", acc)
         return {"path": output, "test_accuracy": acc}
 
-    return Job("extractor", net, list(net.parameters()), ds, hyper, step, finish, seed=cfg.data.seed)
+    return Job("extractor", net, list(net.parameters()), ds.training_view(), hyper, step, finish, seed=cfg.data.seed)
 
 
 def unlearn_job(
@@ -202,7 +217,7 @@ def unlearn_job(
         u.min_lr,
         u.grad_clip,
         u.log_every,
-        **_runtime(cfg),
+        **_runtime(cfg, family.CONVOLUTIONAL),
     )
     loss_fn = METHODS[u.method]
     state = {"step": 0}
@@ -212,15 +227,11 @@ def unlearn_job(
         images, is_forget = batch
         state["step"] += 1
         use_task = u.train_mask == "task" or (u.train_mask == "mixed" and state["step"] % 2 == 0)
-        ctx = (
-            {
-                "mask": task_mask(
-                    cfg.eval.task, images.shape[0], images.shape[-1], family.patch_size(m), gen, images.device
-                )
-            }
-            if use_task
-            else None
-        )
+        ctx = None
+        if use_task:
+            size, patch = images.shape[-1], family.patch_size(m)
+            mask = task_mask(cfg.eval.task, images.shape[0], size, patch, gen, images.device)
+            ctx = {"mask": mask, "n_keep": kept_patches(cfg.eval.task, size, patch)}
         z, ctx = family.encode(m, images, ctx, gen)  # student, Eq. 10
         with torch.no_grad():
             mean, std = family.input_stats(teacher)
@@ -233,7 +244,7 @@ def unlearn_job(
         "unlearn",
         student,
         params,
-        FlaggedSubset(ds, split.indices, split.is_forget),
+        FlaggedSubset(ds.training_view(), split.indices, split.is_forget),
         hyper,
         step,
         finish,

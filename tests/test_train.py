@@ -45,7 +45,7 @@ def test_forget_term_decreases(tiny_cfg, original):
     cfg = tiny_cfg.replace(**{"unlearn.epochs": 4, "unlearn.alpha": 1.0})
     job = unlearn_job(cfg, original=original, finish=lambda m, d: None)
     seen = []
-    fit(job, LocalHooks(), 0, on_step=lambda s, v: seen.append(v["forget"]))
+    fit(job, LocalHooks(), 0, on_step=lambda s, v, w: seen.append(float(v["forget"])))
     k = max(1, len(seen) // 4)
     assert sum(seen[-k:]) / k < sum(seen[:k]) / k
 
@@ -60,7 +60,7 @@ def test_resume_continues_from_the_checkpointed_epoch(tiny_cfg, tmp_path):
     assert state is not None and state["epoch"] == 0
     steps = []
     resumed = pretrain_job(tiny_cfg, output=str(path))
-    fit(resumed, LocalHooks(state=state), 0, on_step=lambda s, v: steps.append(s))
+    fit(resumed, LocalHooks(state=state), 0, on_step=lambda s, v, w: steps.append(s))
     assert steps[0] == per_epoch + 1 and len(steps) == per_epoch  # only epoch 2 ran
     assert path.is_file()
 

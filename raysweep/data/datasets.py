@@ -6,6 +6,7 @@ Every dataset yields ``(image, label)`` with ``image`` a float tensor ``[3, H, W
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import json
@@ -52,9 +53,14 @@ class DatasetNotFoundError(FileNotFoundError):
 class TensorImageDataset(Dataset):
     """In-memory uint8 images ``[N, C, H, W]`` (C = 1 or 3) returned as float RGB in [0, 1]."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_names: list[str]):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_names: list[str], raw: bool = False):
         assert images.dtype == torch.uint8 and images.ndim == 4, images.shape
         self.images, self.labels, self.class_names = images, labels.long(), list(class_names)
+        self.raw = raw
+
+    def training_view(self) -> TensorImageDataset:
+        """The same items as uint8 RGB ``[3, H, W]``: the training loop converts them on its device."""
+        return TensorImageDataset(self.images, self.labels, self.class_names, raw=True)
 
     @property
     def num_classes(self) -> int:
@@ -64,7 +70,7 @@ class TensorImageDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x = self.images[i].float().div_(255.0)
+        x = self.images[i] if self.raw else self.images[i].float().div_(255.0)
         if x.shape[0] == 1:
             x = x.expand(3, -1, -1)
         return x, int(self.labels[i])
@@ -74,7 +80,8 @@ class ImageFolderDataset(Dataset):
     """``root/<split>/<class folder>/*.jpg`` with class ids given by the order of ``class_names`` (paper §4.1:
     100 forget + 100 retain ImageNet classes, 50 + 50 Places365 classes). Resize + center crop to ``size``."""
 
-    def __init__(self, root: Path, class_names: list[str], size: int):
+    def __init__(self, root: Path, class_names: list[str], size: int, raw: bool = False):
+        self.raw = raw
         if not class_names:
             raise ValueError("data.class_names is empty: image_folder needs the folder name of every class id")
         self.root, self.class_names, self.size = root, list(class_names), size
@@ -105,7 +112,14 @@ class ImageFolderDataset(Dataset):
         with Image.open(self.files[i]) as im:
             im = im.convert("RGB")
             im = TF.center_crop(TF.resize(im, self.size, interpolation=TF.InterpolationMode.BICUBIC), self.size)
-            return TF.to_tensor(im), int(self.labels[i])
+            return (TF.pil_to_tensor(im) if self.raw else TF.to_tensor(im)), int(self.labels[i])
+
+    def training_view(self) -> ImageFolderDataset:
+        """The same items as uint8 ``[3, H, W]``, decoded in the DataLoader's workers; the loop converts them on
+        its device."""
+        view = copy.copy(self)
+        view.raw = True
+        return view
 
 
 def _fmnist_candidates() -> list[Path]:

@@ -76,6 +76,15 @@ def patch_mask(mask: torch.Tensor, patch: int) -> torch.Tensor:
     return m.flatten(1)
 
 
+def kept_patches(task: TaskConfig, size: int, patch: int) -> int:
+    """How many of the ``(size // patch) ** 2`` patches ``task`` leaves visible (the same for every image), computed
+    on the host so that a device step needs no sync to size its kept-token tensors."""
+    g = size // patch
+    if task.name == "random":
+        return g * g - round(g * g * task.ratio)
+    return int((~patch_mask(_fixed_mask(task.name, task.ratio, size)[None], patch)).sum())
+
+
 def apply_mask(images: torch.Tensor, mask: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
     """The masked input T(x): removed pixels set to ``fill`` (for display and for pixel-space models)."""
     return images.masked_fill(mask.unsqueeze(1), fill)

@@ -32,6 +32,7 @@ class Stage:
 class ModelFamily(Protocol):
     OPTIONS: set[str]  # the family's model.options (besides architecture overrides of its presets)
     UNLEARN_OPTIONS: set[str]  # options that change unlearning / evaluation only, never the pretrained original
+    CONVOLUTIONAL: bool  # conv-dominated (channels_last on CUDA by default, resources.channels_last=auto)
 
     def build(self, cfg: ModelConfig) -> nn.Module: ...
     def encoder_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]: ...
@@ -53,8 +54,10 @@ class ModelFamily(Protocol):
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The bare module under a DDP wrapper."""
-    return getattr(model, "module", model)
+    """The bare module under a DDP and / or ``torch.compile`` wrapper."""
+    model = getattr(model, "_orig_mod", model)
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
 
 
 def check_options(family: str, options: dict, valid: Iterable[str]) -> None:

@@ -61,6 +61,7 @@ PRETRAIN_TASKS = (
     ("extend_right", 0.25, 0.5),
 )
 UNLEARN_OPTIONS: set[str] = set()  # every MAE option changes the pretrained original
+CONVOLUTIONAL = False  # resources.channels_last=auto: NHWC on CUDA off (a ViT)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -194,14 +195,19 @@ class MaskedAutoencoderViT(nn.Module):
 
 
 # ---- masks as ids ---------------------------------------------------------------------------------
-def ids_from_patch_mask(pmask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Patch mask ``[B, L]`` (True = removed, same count per row) -> (ids_keep ``[B, K]``, ids_restore ``[B, L]``)."""
-    n_keep = (~pmask).sum(dim=1)
-    if not bool((n_keep == n_keep[0]).all()):
-        raise ValueError("every image of a batch must keep the same number of patches")
+def ids_from_patch_mask(pmask: torch.Tensor, n_keep: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patch mask ``[B, L]`` (True = removed, same count per row) -> (ids_keep ``[B, K]``, ids_restore ``[B, L]``).
+
+    ``n_keep`` (K) when the caller knows it (random masking, a task mask): no host sync, so a CUDA step keeps the
+    GPU queue full and ``torch.compile`` sees no data-dependent size; None counts (and checks) it on the host."""
+    if n_keep is None:
+        counts = (~pmask).sum(dim=1)
+        if not bool((counts == counts[0]).all()):
+            raise ValueError("every image of a batch must keep the same number of patches")
+        n_keep = int(counts[0])
     ids_shuffle = torch.argsort(pmask.to(torch.int8), dim=1, stable=True)  # kept patches first
     ids_restore = torch.argsort(ids_shuffle, dim=1)
-    return ids_shuffle[:, : int(n_keep[0])], ids_restore
+    return ids_shuffle[:, :n_keep], ids_restore
 
 
 def _ctx(
@@ -211,10 +217,12 @@ def _ctx(
         return ctx
     size = images.shape[-1]
     if ctx is not None and "mask" in ctx:
-        pixel_mask = ctx["mask"]
+        pixel_mask, n_keep = ctx["mask"], ctx.get("n_keep")  # n_keep: kept patches, when the caller knows them
     else:  # the family's own training masks: MAE random masking
         pixel_mask = random_patch_mask(images.shape[0], size, model.patch_size, ratio, generator, images.device)
-    ids_keep, ids_restore = ids_from_patch_mask(patch_mask(pixel_mask, model.patch_size))
+        g = size // model.patch_size
+        n_keep = g * g - round(g * g * ratio)
+    ids_keep, ids_restore = ids_from_patch_mask(patch_mask(pixel_mask, model.patch_size), n_keep)
     return {"mask": pixel_mask, "ids_keep": ids_keep, "ids_restore": ids_restore}
 
 
