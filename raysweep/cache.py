@@ -59,7 +59,7 @@ PRODUCERS: dict[str, Producer] = {
         "a96aa249537cd7a5",
     ),
     "original:palette": Producer(
-        2, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "8e360240388fa092"
+        2, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "c73bd66ec0a291a9"
     ),
     "extractor": Producer(
         2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "7b7b96dbceb6bdc5"

@@ -158,9 +158,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
         return 2
     sys.path.insert(0, str(root))  # spawned benchmark workers inherit sys.path
+    if args.device == "cuda":  # paper-scale models on one GPU, fp32 vs bf16 (benchmarks/gpu.py)
+        from benchmarks.gpu import main as gpu_main
+
+        return gpu_main(["--steps", str(args.steps or 20)])
     from benchmarks.throughput import main as bench_main
 
-    return bench_main(_config(args), steps=args.steps)
+    return bench_main(_config(args), steps=args.steps or 60)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("sweep", cmd_sweep, "Ray Tune + Optuna search of the YAML sweep block, MLflow runs"),
         ("frontier", cmd_frontier, "rebuild a sweep's frontier CSV and plot from MLflow"),
         ("ui", cmd_ui, "MLflow UI on the sweep store (127.0.0.1 unless --host)"),
-        ("bench", cmd_bench, "throughput of the unlearning step: plain PyTorch vs Ray Train"),
+        ("bench", cmd_bench, "throughput of the unlearning step: plain PyTorch vs Ray Train, or --device cuda"),
     ):
         s = sub.add_parser(name, help=help_)
         s.add_argument(
@@ -188,7 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--checkpoint", required=True, help="the saved model, e.g. a run's unlearned.pt")
             s.add_argument("--out", help="output folder (default: next to the checkpoint)")
         if name == "bench":
-            s.add_argument("--steps", type=int, default=60, help="timed steps per runtime")
+            s.add_argument("--steps", type=int, help="timed steps per runtime / variant (default 60 CPU, 20 CUDA)")
+            s.add_argument(
+                "--device",
+                choices=["cpu", "cuda"],
+                default="cpu",
+                help="cpu: plain PyTorch vs Ray Train on the config's job; cuda: MAE ViT-B/16 and Palette's UNet at "
+                "paper scale, fp32 vs bf16 (benchmarks/gpu.py)",
+            )
         if name == "sweep":
             s.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
         if name == "frontier":

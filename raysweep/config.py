@@ -210,6 +210,7 @@ class ResourcesConfig:
     loader_workers: int = -1  # DataLoader processes per worker; -1 = auto (4 with a GPU, 0 on the CPU)
     channels_last: str = "auto"  # auto (on CUDA for the conv-heavy families: Palette's UNet) | true | false
     compile: bool = False  # torch.compile the trained module (first steps compile; pays off on long GPU runs)
+    runtime: str = "ray"  # ray (Ray Train workers, DDP) | local (this process, one worker, no Ray: debugging)
     max_concurrent_trials: int = 1
 
     def validate(self) -> None:
@@ -217,6 +218,7 @@ class ResourcesConfig:
         _check_choice("resources.precision", self.precision, ["auto", "fp32", "bf16"])
         _check_range("resources.loader_workers", self.loader_workers, -1)
         _check_choice("resources.channels_last", self.channels_last, ["auto", "true", "false"])
+        _check_choice("resources.runtime", self.runtime, ["ray", "local"])
         _check_range("resources.num_workers", self.num_workers, 1)
         _check_range("resources.cpus_per_worker", self.cpus_per_worker, 0.0, lo_open=True)
         _check_choice("resources.use_gpu", self.use_gpu, ["auto", "true", "false"])

@@ -28,6 +28,11 @@ def _data(cfg: Config) -> dict:
     return {**{k: d[k] for k in _DATA_KEYS}, "content": dataset_fingerprint(cfg.data)}
 
 
+def _workers(cfg: Config) -> int:
+    """DDP processes that train a cached model (``resources.runtime=local``: one)."""
+    return cfg.resources.num_workers if cfg.resources.runtime == "ray" else 1
+
+
 def original_key(cfg: Config) -> str:
     """What decides the pretrained original: its family's pretraining code (``cache.PRODUCERS``), architecture and
     pretraining options, the data it sees (settings and file content), the schedule, the seed, and the number of
@@ -45,7 +50,7 @@ def original_key(cfg: Config) -> str:
         {
             "model": model,
             "data": _data(cfg),
-            "workers": cfg.resources.num_workers,
+            "workers": _workers(cfg),
             "pretrain": {k: v for k, v in p.items() if k not in ("extractor_epochs", "quality_gate")},
         },
     )
@@ -53,7 +58,7 @@ def original_key(cfg: Config) -> str:
 
 def extractor_key(cfg: Config) -> str:
     return cache.key(
-        "extractor", {"data": _data(cfg), "epochs": cfg.pretrain.extractor_epochs, "workers": cfg.resources.num_workers}
+        "extractor", {"data": _data(cfg), "epochs": cfg.pretrain.extractor_epochs, "workers": _workers(cfg)}
     )
 
 

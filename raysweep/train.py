@@ -371,8 +371,24 @@ def trainer(
     )
 
 
+def run_local(cfg: Config, job: str, **job_kwargs: Any) -> dict | None:
+    """``resources.runtime=local``: ``job`` in this process as one worker (the GPU when ``use_gpu``), without Ray:
+    for debugging, and for a GPU machine without Ray. Same loop, same job; no resume after a crash."""
+    from raysweep import jobs
+
+    hooks = LocalHooks("cuda" if use_gpu(cfg) else "cpu")
+    if job == "unlearn":
+        from raysweep.evaluate import run_finisher
+
+        job_kwargs["finish"] = run_finisher(cfg, 0, **job_kwargs)
+    return fit(jobs.JOBS[job](cfg, **job_kwargs), hooks)
+
+
 def run_job(cfg: Config, job: str, storage: str | Path, name: str, **job_kwargs: Any) -> dict | None:
-    """Run ``job`` in Ray Train workers and return rank 0's result (resumes a run of the same name)."""
+    """Run ``job`` in Ray Train workers and return rank 0's result (resumes a run of the same name);
+    ``resources.runtime=local`` runs it in this process instead (:func:`run_local`)."""
+    if cfg.resources.runtime == "local":
+        return run_local(cfg, job, **job_kwargs)
     ensure_ray()
     result = trainer(cfg, job, storage, name, **job_kwargs).fit()
     if result.error:

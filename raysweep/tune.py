@@ -174,6 +174,11 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
     from raysweep.tracking import TrialCallback, check_reachable, log_frontier, parent_run, tracking_uri
     from raysweep.train import ensure_ray
 
+    if cfg.resources.runtime != "ray":
+        raise ConfigError(
+            f"resources.runtime={cfg.resources.runtime}: a sweep runs its trials as Ray Tune trials; "
+            "use resources.runtime=ray (the default) for `raysweep sweep`"
+        )
     space = search_space(cfg.sweep.space, cfg)
     preflight(cfg)  # bad input fails here, in the driver, before any Ray work
     # intermediate reports (per log_every steps / per epoch) carry training metrics only; FIDs come with the final

@@ -146,14 +146,14 @@ def test_forget_input_is_app_c25():
     assert torch.equal(net[0::2, 3:][~hole[0::2]], plain[0::2, 3:][~hole[0::2]])  # real context kept
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmpp2m"])
 def test_samplers_keep_known_pixels_and_are_seeded(sampler):
     m = tiny(sampler=sampler, timesteps=20).eval()
     x = torch.rand(2, 3, 16, 16)
     mask = task_mask(TaskConfig("center", 0.5), 2, 16)
     a, b = palette.generate(m, x, mask), palette.generate(m, x, mask)
     assert torch.equal(a, b) and torch.equal(a[:, :, ~mask[0]], x[:, :, ~mask[0]])
-    assert palette.generation(m) == ("ddpm-20" if sampler == "ddpm" else "ddim-3")
+    assert palette.generation(m) == ("ddpm-20" if sampler == "ddpm" else f"{sampler}-3")
 
 
 @pytest.mark.parametrize("frozen", [0, 2])
@@ -221,3 +221,35 @@ def test_gaussian_forget_noise_is_the_students_eps():
     _, u = palette.forget_input(x, torch.zeros_like(x), torch.tensor([True, False]), ctx, "uniform")
     assert torch.equal(g["forget_noise"], ctx["eps"])
     assert u["forget_noise"].abs().max() <= 1 and torch.equal(u["forget_noise"] > 0, ctx["eps"] > 0)
+
+
+class _GaussianDenoiser(torch.nn.Module):
+    """The exact eps-predictor for data y0 ~ N(0, s^2 I): E[eps | x_t] = sqrt(1 - g) x_t / (g s^2 + 1 - g)."""
+
+    def __init__(self, s: float):
+        super().__init__()
+        self.s2 = s * s
+
+    def forward(self, x: torch.Tensor, gammas: torch.Tensor) -> torch.Tensor:
+        y_t, g = x[:, 3:], gammas.view(-1, 1, 1, 1).double()
+        return ((1 - g).sqrt() * y_t.double() / (g * self.s2 + 1 - g)).float()
+
+
+def _ode_sample(sampler: str, steps: int) -> torch.Tensor:
+    fam = get_family("palette")
+    opts = {**TINY_PALETTE, "timesteps": 1000, "sampler": sampler, "sample_steps": steps}
+    m = fam.build(ModelConfig(family="palette", preset="tiny", options=opts)).eval()
+    m.denoise_fn = _GaussianDenoiser(0.3)
+    x = torch.rand(4, 3, 8, 8)
+    hole = torch.ones(4, 8, 8, dtype=torch.bool)  # all pixels generated: the ODE alone decides them
+    return fam.generate(m, x, hole, seed=3) * 2 - 1
+
+
+def test_dpm_solver_pp_2m_solves_the_diffusion_ode_with_few_steps():
+    """With the exact denoiser of Gaussian data, 1000 DDIM steps give the probability-flow ODE's solution;
+    DPM-Solver++(2M) gets close with 15 network calls, and closer than DDIM with the same 15 calls."""
+    exact = _ode_sample("ddim", 1000)
+    dpm, ddim = _ode_sample("dpmpp2m", 15), _ode_sample("ddim", 15)
+    err_dpm, err_ddim = (dpm - exact).abs().max().item(), (ddim - exact).abs().max().item()
+    assert err_dpm < 0.04, err_dpm  # measured 0.023 (DDIM-15: 0.19; DDIM-1000 vs DDIM-300: 0.007)
+    assert err_dpm < err_ddim / 4, (err_dpm, err_ddim)

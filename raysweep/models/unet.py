@@ -87,10 +87,12 @@ class AttentionBlock(nn.Module):
         x = x.reshape(b, c, -1)
         qkv = self.qkv(self.norm(x))  # [B, 3C, T]
         ch = c // self.heads
-        q, k, v = qkv.reshape(b * self.heads, 3 * ch, -1).split(ch, dim=1)
-        s = 1 / math.sqrt(math.sqrt(ch))
-        w = torch.softmax(torch.einsum("bct,bcs->bts", q * s, k * s).float(), dim=-1).type(q.dtype)
-        h = torch.einsum("bts,bcs->bct", w, v).reshape(b, c, -1)
+        # the legacy layout: per head, q, k and v are consecutive blocks of ch channels
+        q, k, v = qkv.reshape(b, self.heads, 3 * ch, -1).transpose(2, 3).split(ch, dim=-1)  # [B, heads, T, ch]
+        # softmax(q k^T / sqrt(ch)) v, as QKVAttentionLegacy, through PyTorch's fused (flash / memory-efficient)
+        # kernel: the T x T weights (T = 1024 at 256 px) are never materialised
+        h = F.scaled_dot_product_attention(q, k, v)  # [B, heads, T, ch]
+        h = h.transpose(2, 3).reshape(b, c, -1)
         return (x + self.proj_out(h)).reshape(b, c, *sp)
 
 

@@ -1,0 +1,59 @@
+"""The benchmarks' machinery runs (tiny presets on the CPU), so that a GPU session only has to press the button."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from raysweep.models import get_family
+from raysweep.models.checkpoints import save_atomic
+
+
+@pytest.mark.parametrize("name", ["mae", "palette"])
+def test_gpu_benchmark_runs_the_real_loop_and_counts_flops(name, tmp_path, monkeypatch):
+    import benchmarks.gpu as g
+
+    monkeypatch.setattr(g, "DEVICE", "cpu")
+    monkeypatch.setattr(g, "LOADER_WORKERS", 0)
+    monkeypatch.setattr(g, "MODELS", {"mae": ("mae", "tiny", 32, 8), "palette": ("palette", "tiny", 32, 4)})
+    family, preset, size, batch = g.MODELS[name]
+    cfg = g.bench_config(family, preset, size, batch)
+    original = str(tmp_path / "o.pt")
+    torch.manual_seed(0)
+    save_atomic({"model": get_family(family).build(cfg.model).state_dict()}, original)
+    r = g.run_variant(name, "fp32", steps=2, warmup=1, peak=1.0, original=original)
+    assert r.img_s > 0 and 0.0 <= r.data_wait <= 1.0 and math.isnan(r.peak_gib)
+    # FLOPs of a step: at least the student's forward + backward over the batch (x3 one forward)
+    assert r.tflops > 0 and r.mfu == r.tflops
+    s = g.sampling_rate(name, False, original, reps=1)
+    assert all(v > 0 for v in s.values())
+
+
+def test_gpu_benchmark_refuses_to_run_without_cuda(capsys, monkeypatch):
+    import benchmarks.gpu as g
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert g.main([]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().out
+
+
+def test_sampling_benchmark_compares_samplers_with_a_locally_trained_original(tmp_path, capsys):
+    """benchmarks/sampling.py end to end on a tiny Palette, trained in-process (resources.runtime=local: no Ray)."""
+    import yaml
+
+    from benchmarks.sampling import main
+    from tests.conftest import TINY_PALETTE, tiny_dict
+
+    d = tiny_dict(tmp_path)
+    d["model"] = {"family": "palette", "preset": "tiny", "options": dict(TINY_PALETTE)}
+    d["resources"]["runtime"] = "local"
+    path = tmp_path / "palette.yaml"
+    path.write_text(yaml.safe_dump(d))
+    out_json = tmp_path / "s.json"
+    argv = ["--config", str(path), "--images", "6", "--samplers", "ddpm", "ddim:3", "dpmpp2m:3"]
+    assert main([*argv, "--json", str(out_json), "eval.part=val"]) == 0
+    rows = json.loads(out_json.read_text())["rows"]
+    assert set(rows) == {"ddpm-100", "ddim-3", "dpmpp2m-3"}
+    assert all(math.isfinite(r["retain"]) and r["s_per_image"] > 0 for r in rows.values())
+    assert "| dpmpp2m-3 |" in capsys.readouterr().out
