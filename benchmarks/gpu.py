@@ -42,10 +42,10 @@ MODELS = {
 DEVICE, LOADER_WORKERS = "cuda", 6  # tests/test_benchmarks.py runs this file's machinery on the CPU, tiny presets
 VARIANTS = {
     # name: resources overrides
-    "fp32": {"resources.precision": "fp32", "resources.channels_last": "false"},
-    "bf16": {"resources.precision": "bf16", "resources.channels_last": "false"},
-    "bf16+nhwc": {"resources.precision": "bf16", "resources.channels_last": "true"},
-    "bf16+compile": {"resources.precision": "bf16", "resources.channels_last": "auto", "resources.compile": True},
+    "fp32": {"resources.precision": "fp32"},
+    "bf16": {"resources.precision": "bf16"},
+    "bf16+nhwc": {"resources.precision": "bf16", "resources.channels_last": True},
+    "bf16+compile": {"resources.precision": "bf16", "resources.compile": True},
 }
 
 

@@ -52,17 +52,17 @@ class Producer:
 PRODUCERS: dict[str, Producer] = {
     # v2: pretraining mixes I2I task masks into MAE's random masking; per-class image order independent of the
     # class lists; ``pretrain.seed``
-    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "c22e226fe57d204e"),
+    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "f2475f3be99bdad5"),
     "original:mage": Producer(
         2,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "a96aa249537cd7a5",
+        "98404ade1743cd6f",
     ),
     "original:palette": Producer(
-        2, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "c73bd66ec0a291a9"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "9925e1da65cb69af"
     ),
     "extractor": Producer(
-        2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "7b7b96dbceb6bdc5"
+        2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "92254375a7dbae9d"
     ),
     # features of the fixed reference images (torch-fidelity's cache) and the metrics computed from them
     "reference": Producer(

@@ -51,7 +51,7 @@ class Hyper:
     log_every: int = 50
     precision: str = "fp32"  # fp32 | bf16 | auto (bf16 autocast on CUDA)
     loader_workers: int = 0  # DataLoader worker processes; -1 = auto (4 on CUDA, 0 on the CPU)
-    channels_last: str = "false"  # true | false | auto (on CUDA)
+    channels_last: bool = False  # NHWC memory format for the module and its frozen copies
     compile: bool = False  # torch.compile the (wrapped) module
 
 
@@ -81,12 +81,15 @@ class FlaggedSubset(Dataset):
         return self.base[self.indices[i]][0], self.flags[i]
 
 
-def _runtime(cfg: Config, convolutional: bool = False) -> dict:
-    """How the loop runs a job on its device (not what it optimises). ``channels_last: auto`` applies to
-    ``convolutional`` modules only (Palette's UNet: cuDNN's NHWC kernels; a ViT gains nothing)."""
+def _runtime(cfg: Config) -> dict:
+    """How the loop runs a job on its device (not what it optimises)."""
     r = cfg.resources
-    cl = r.channels_last if r.channels_last != "auto" or convolutional else "false"
-    return {"precision": r.precision, "loader_workers": r.loader_workers, "channels_last": cl, "compile": r.compile}
+    return {
+        "precision": r.precision,
+        "loader_workers": r.loader_workers,
+        "channels_last": r.channels_last,
+        "compile": r.compile,
+    }
 
 
 def _lowrank_sigma(cfg: Config, family, teacher: nn.Module, ds: Dataset, split) -> LowRankSigma:
@@ -141,7 +144,7 @@ def pretrain_job(cfg: Config, output: str, stage: str | None = None, init: str |
         0.0,
         3.0,
         50,
-        **_runtime(cfg, family.CONVOLUTIONAL),
+        **_runtime(cfg),
     )
 
     def step(m: nn.Module, batch: Any, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -217,7 +220,7 @@ def unlearn_job(
         u.min_lr,
         u.grad_clip,
         u.log_every,
-        **_runtime(cfg, family.CONVOLUTIONAL),
+        **_runtime(cfg),
     )
     loss_fn = METHODS[u.method]
     state = {"step": 0}

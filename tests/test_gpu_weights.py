@@ -56,8 +56,8 @@ def test_every_family_pretrains_unlearns_generates_and_is_scored_on_cuda(family,
     for n, q in model.named_parameters():
         if n in dec_before:
             assert torch.equal(q.detach().cpu(), dec_before[n].cpu()), n
-    x = torch.rand(8, 3, 16, 16, device="cuda")
-    m = task_mask(TaskConfig("center", 0.5), 8, 16, device="cuda")
+    x = torch.rand(64, 3, 16, 16, device="cuda")  # enough images for finite FID / IS statistics
+    m = task_mask(TaskConfig("center", 0.5), 64, 16, device="cuda")
     y = fam.generate(model.eval(), x, m)
     assert y.is_cuda and y.shape == x.shape and torch.isfinite(y).all()
     ext = tmp_path / "e.pt"

@@ -32,7 +32,6 @@ class Stage:
 class ModelFamily(Protocol):
     OPTIONS: set[str]  # the family's model.options (besides architecture overrides of its presets)
     UNLEARN_OPTIONS: set[str]  # options that change unlearning / evaluation only, never the pretrained original
-    CONVOLUTIONAL: bool  # conv-dominated (channels_last on CUDA by default, resources.channels_last=auto)
 
     def build(self, cfg: ModelConfig) -> nn.Module: ...
     def encoder_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]: ...

@@ -61,7 +61,6 @@ PRETRAIN_TASKS = (
     ("extend_right", 0.25, 0.5),
 )
 UNLEARN_OPTIONS: set[str] = set()  # every MAE option changes the pretrained original
-CONVOLUTIONAL = False  # resources.channels_last=auto: NHWC on CUDA off (a ViT)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 

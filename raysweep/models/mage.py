@@ -86,7 +86,6 @@ UNLEARN_OPTIONS = {
     "pixel_std",
     "emb_dropout",
 }
-CONVOLUTIONAL = False  # resources.channels_last=auto: NHWC on CUDA off (a ViT; the tokenizer is frozen)
 NUM_CLASS_TOKENS = 1000  # the official vocabulary: codebook + 1000 class ids + [MASK]
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

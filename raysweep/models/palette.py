@@ -56,7 +56,6 @@ OPTIONS = {
     "frozen_input_blocks",
 }
 UNLEARN_OPTIONS = {"sampler", "sample_steps", "dropout", "frozen_input_blocks"}
-CONVOLUTIONAL = True  # resources.channels_last=auto: NHWC on CUDA (the UNet is all convolutions)
 SAMPLERS = ("ddim", "ddpm", "dpmpp2m")
 BUFFERS = (
     "gammas",

@@ -172,7 +172,7 @@ class VectorQuantizer(nn.Module):
         dead = torch.ones_like(self.usage, dtype=torch.bool) if first else self.usage == 0
         if bool(dead.any()):
             pick = torch.randint(0, flat.shape[0], (int(dead.sum()),), device=flat.device)
-            w.data[dead] = flat[pick] + 1e-3 * torch.randn_like(flat[pick])
+            w.data[dead] = (flat[pick] + 1e-3 * torch.randn_like(flat[pick])).to(w.dtype)
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(w.data, src=0)
         self.usage.zero_()
