@@ -260,6 +260,8 @@ def test_image_folder_layout(tmp_path):
     ds = load_dataset(cfg, train=False)
     x, y = ds[0]
     assert x.shape == (3, 32, 32) and y == 0 and len(ds) == 6
+    raw, y_raw = ds.training_view()[0]  # decoded to uint8 in the loader's workers, converted on the device
+    assert raw.dtype == torch.uint8 and y_raw == y and torch.equal(raw.float() / 255, x)
     bad = DataConfig(
         dataset="image_folder", root=str(tmp_path / "missing"), class_names=["a"], forget_classes=[0], retain_classes=[]
     )

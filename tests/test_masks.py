@@ -41,3 +41,21 @@ def test_random_masking_fraction_per_sample():
 def test_all_tasks_build():
     for name in TASKS:
         assert task_mask(TaskConfig(name, 0.5), 1, 32, patch=4).any()
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("size,patch", [(32, 4), (224, 16), (16, 1)])
+def test_kept_patches_is_the_host_count_of_the_device_mask(task, size, patch):
+    from raysweep.data.masks import kept_patches
+
+    t = TaskConfig(task, 0.5 if task != "random" else 0.75)
+    pm = patch_mask(task_mask(t, 3, size, patch, torch.Generator().manual_seed(0)), patch)
+    assert ((~pm).sum(dim=1) == kept_patches(t, size, patch)).all()
+
+
+def test_mae_ids_with_a_known_count_equal_the_counted_ones():
+    from raysweep.models.mae import ids_from_patch_mask
+
+    pm = patch_mask(task_mask(TaskConfig("random", 0.75), 4, 32, 4, torch.Generator().manual_seed(1)), 4)
+    a, b = ids_from_patch_mask(pm), ids_from_patch_mask(pm, n_keep=16)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[0].shape == (4, 16)

@@ -119,3 +119,53 @@ def test_fractional_gpus_per_worker_reach_the_scaling_config(tiny_cfg):
     t = trainer(cfg, "unlearn", "/tmp", "x")
     sc = t.scaling_config
     assert sc.use_gpu and sc.resources_per_worker == {"CPU": 0.5, "GPU": 0.25}
+
+
+def test_uint8_training_views_give_the_same_batches_on_the_device(tiny_cfg):
+    """The datasets' training views hand out uint8; the loop's conversion on the device equals the float items."""
+    from raysweep.data.datasets import load_dataset
+    from raysweep.train import _to
+
+    ds = load_dataset(tiny_cfg.data, train=True)
+    view = ds.training_view()
+    raw = torch.stack([view[i][0] for i in range(8)])
+    assert raw.dtype == torch.uint8 and raw.shape[1] == 3
+    (converted, labels) = _to((raw, torch.arange(8)), torch.device("cpu"))
+    assert torch.equal(converted, torch.stack([ds[i][0] for i in range(8)])) and labels.dtype == torch.long
+    for make in (pretrain_job, extractor_job):
+        job = make(tiny_cfg, output="unused.pt")
+        assert job.dataset[0][0].dtype == torch.uint8
+
+
+def test_the_loop_reports_its_data_wait_share_and_applies_channels_last_and_compile(tiny_cfg, tmp_path, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(kw) or m)
+    cfg = tiny_cfg.replace(**{"resources.channels_last": True, "resources.compile": True, "pretrain.epochs": 1})
+    cfg = cfg.replace(**{"model.family": "palette", "model.options": {"inner_channel": 32, "channel_mults": [1, 2]}})
+    job = pretrain_job(cfg, output=str(tmp_path / "p.pt"))
+    h = LocalHooks()
+    fit(job, h)
+    assert compiled == [{"dynamic": False}]
+    conv = next(m for m in job.module.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    share = [r["train/data_wait_share"] for r in h.reports if "train/data_wait_share" in r]
+    assert share and all(0.0 <= s <= 1.0 for s in share)
+
+
+def test_local_runtime_trains_without_ray(tiny_cfg, tmp_path, monkeypatch):
+    """resources.runtime=local: run_job trains in this process; Ray is never started."""
+    import raysweep.train as train
+
+    monkeypatch.setattr(train, "ensure_ray", lambda: pytest.fail("the local runtime must not start Ray"))
+    cfg = tiny_cfg.replace(**{"resources.runtime": "local", "pretrain.epochs": 1})
+    out = tmp_path / "o.pt"
+    res = train.run_job(cfg, "pretrain", tmp_path / "ray", "x", output=str(out))
+    assert res == {"path": str(out)} and read_state_dict(out)
+
+
+def test_a_sweep_refuses_the_local_runtime(tiny_cfg):
+    from raysweep.config import ConfigError
+    from raysweep.tune import run_sweep
+
+    with pytest.raises(ConfigError, match="resources.runtime=ray"):
+        run_sweep(tiny_cfg.replace(**{"resources.runtime": "local"}))
