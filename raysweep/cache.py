@@ -52,14 +52,14 @@ class Producer:
 PRODUCERS: dict[str, Producer] = {
     # v2: pretraining mixes I2I task masks into MAE's random masking; per-class image order independent of the
     # class lists; ``pretrain.seed``
-    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "f2475f3be99bdad5"),
+    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "f1d117a092d632b1"),
     "original:mage": Producer(
         2,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "98404ade1743cd6f",
+        "e35045ceecb03e6c",
     ),
     "original:palette": Producer(
-        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "9925e1da65cb69af"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "112f3a6410ddc590"
     ),
     "extractor": Producer(
         2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "92254375a7dbae9d"

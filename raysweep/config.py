@@ -24,7 +24,7 @@ import yaml
 # (tests/test_config.py::test_config_names_match_their_implementations).
 FAMILY_NAMES = ("mae", "mage", "palette")  # raysweep.models.FAMILIES
 TASKS = ("center", "outpaint", "extend_up", "extend_down", "extend_left", "extend_right", "random")  # data.masks
-METHOD_NAMES = ("ours",)  # raysweep.unlearn.losses.METHODS
+METHOD_NAMES = ("ours", "random_encoder", "max_loss", "retain_label", "noisy_label")  # unlearn.losses.METHODS
 NOISE_NAMES = ("gaussian", "uniform", "batch_stats", "lowrank")  # raysweep.unlearn.noise
 
 
@@ -144,7 +144,8 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class UnlearnConfig:
-    method: str = "ours"  # ours = Eq. 10 (baselines C.26-C.36 slot in as other loss functions)
+    method: str = "ours"  # ours = Eq. 10 | the App. C.6 baselines: random_encoder, max_loss, retain_label, noisy_label
+    max_loss_cap: float = 5.0  # max_loss: a forget image's loss counts up to this x the original's loss on it
     alpha: float = 0.25  # weight of the forget term (Eq. 10)
     noise: str = "gaussian"  # gaussian N(0, I) | uniform U[-1, 1] (App. E) | batch_stats (official) | lowrank
     noise_rank: int = 8  # lowrank: top-k principal directions of the forget images (0 = Sigma I)
@@ -164,6 +165,7 @@ class UnlearnConfig:
 
     def validate(self) -> None:
         _check_choice("unlearn.method", self.method, sorted(METHOD_NAMES))
+        _check_range("unlearn.max_loss_cap", self.max_loss_cap, 1.0)
         _check_choice("unlearn.noise", self.noise, NOISE_NAMES)
         _check_range("unlearn.noise_rank", self.noise_rank, 0, 4096)
         _check_range("unlearn.noise_floor", self.noise_floor, 0.0)

@@ -30,7 +30,7 @@ from raysweep.data.splits import pretrain_indices, unlearn_split
 from raysweep.metrics.extractors import InDomainClassifier
 from raysweep.models import get_family, pretrain_options, unwrap
 from raysweep.models.checkpoints import read_state_dict, save_atomic
-from raysweep.unlearn.losses import METHODS
+from raysweep.unlearn.losses import METHODS, objective, ours, random_embedding_target, retain_truth
 from raysweep.unlearn.noise import LowRankSigma, sample_noise
 
 log = logging.getLogger(__name__)
@@ -199,14 +199,20 @@ def extractor_job(cfg: Config, output: str, **_: Any) -> Job:
 def unlearn_job(
     cfg: Config, original: str | None, finish: Callable[[nn.Module, torch.device], dict | None], **_: Any
 ) -> Job:
-    """Eq. 10 on the encoder: the student starts as the original, the teacher is a frozen copy of it."""
+    """``unlearn.method`` on the original: Eq. 10 (``ours``) or a baseline (App. C.6). The student starts as the
+    original, the teacher is a frozen copy of it. Embedding methods train the encoder only (the decoder stays
+    bit-identical); objective methods train the full model (MAGE: the tokenizer stays frozen)."""
     family = get_family(cfg.model.family)
+    method = METHODS[cfg.unlearn.method]
     student = load_original(cfg, original)
     teacher = copy.deepcopy(student).eval().requires_grad_(False)
+    if method.trains == "encoder":
+        params = list(family.encoder_parameters(student))
+    else:  # the last pretraining stage's parameters: the whole generative model (read before freezing)
+        params = list(family.pretrain_stages(cfg)[-1].parameters(student))
     student.requires_grad_(False)
-    params = list(family.encoder_parameters(student))
     for q in params:
-        q.requires_grad_(True)  # only the encoder trains; DDP ignores frozen decoder params
+        q.requires_grad_(True)  # DDP ignores the frozen parameters
     ds = load_dataset(cfg.data, train=True)
     split = unlearn_split(ds.labels, cfg.data, ds.num_classes)
     u = cfg.unlearn
@@ -222,7 +228,6 @@ def unlearn_job(
         u.log_every,
         **_runtime(cfg),
     )
-    loss_fn = METHODS[u.method]
     state = {"step": 0}
     sigma = _lowrank_sigma(cfg, family, teacher, ds, split) if u.noise == "lowrank" else None
 
@@ -235,13 +240,31 @@ def unlearn_job(
             size, patch = images.shape[-1], family.patch_size(m)
             mask = task_mask(cfg.eval.task, images.shape[0], size, patch, gen, images.device)
             ctx = {"mask": mask, "n_keep": kept_patches(cfg.eval.task, size, patch)}
-        z, ctx = family.encode(m, images, ctx, gen)  # student, Eq. 10
+        mean, std = family.input_stats(teacher)
+        if method.kind == "objective":  # App. C.6.1-C.6.3: the full model on its own objective
+            with torch.no_grad():
+                noise = sample_noise(u.noise, images, mean, std, gen, sigma)
+                rows = is_forget.view(-1, 1, 1, 1)
+                truth = {
+                    "images": images,
+                    "noise": torch.where(rows, noise, images),
+                    "retain": retain_truth(images, is_forget, noise),
+                }[method.truth]
+            per_sample, ctx = family.own_loss(m, images, truth, ctx, gen)
+            cap = None
+            if method.sign < 0:  # max_loss: bounded by the original's own loss on the same draws
+                with torch.no_grad():
+                    cap = u.max_loss_cap * family.own_loss(teacher, images, truth, ctx)[0]
+            return objective(per_sample, is_forget, u.alpha, method.sign, cap)
+        z, ctx = family.encode(m, images, ctx, gen)  # student
         with torch.no_grad():
-            mean, std = family.input_stats(teacher)
-            noise = sample_noise(u.noise, images, mean, std, gen, sigma)
-            t_in, t_ctx = family.forget_input(images, noise, is_forget, ctx, u.noise)  # x_r, or n for forget rows
-            target, _ = family.encode(teacher, t_in, t_ctx)  # teacher shares the masks
-        return loss_fn(z, target, is_forget, u.alpha, u.loss_form)
+            if method.name == "random_encoder":  # App. C.6.4: forget rows -> random embeddings
+                target = random_embedding_target(family.encode(teacher, images, ctx)[0], is_forget, gen)
+            else:  # Eq. 10: the original's embedding of x_r, or of the noise n for forget rows
+                noise = sample_noise(u.noise, images, mean, std, gen, sigma)
+                t_in, t_ctx = family.forget_input(images, noise, is_forget, ctx, u.noise)
+                target, _ = family.encode(teacher, t_in, t_ctx)  # teacher shares the masks
+        return ours(z, target, is_forget, u.alpha, u.loss_form)
 
     return Job(
         "unlearn",

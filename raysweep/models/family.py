@@ -50,6 +50,14 @@ class ModelFamily(Protocol):
     def input_stats(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]: ...
     def patch_size(self, model: nn.Module) -> int: ...  # pixels per token side (random-task masks); 1 = pixels
     def load_official(self, model: nn.Module, path: str) -> None: ...
+    def own_loss(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        truth: torch.Tensor,
+        ctx: dict | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict]: ...  # the family's objective per sample vs ``truth`` (full-model baselines)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

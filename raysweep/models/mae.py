@@ -307,6 +307,25 @@ def generate(model: nn.Module, images: torch.Tensor, mask: torch.Tensor) -> torc
     return torch.where(mask.unsqueeze(1), pred, images).clamp(0.0, 1.0)
 
 
+def own_loss(
+    model: nn.Module,
+    images: torch.Tensor,
+    truth: torch.Tensor,
+    ctx: dict | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """MAE's own objective per sample, for the full-model baselines (App. C.6, Eqs. C.28 / C.31 / C.34 "with the
+    original loss function"): the decoder completes T(``images``) and its removed patches are scored against
+    ``truth`` (normalised pixels): MSE averaged over each image's removed patches -> ``[B]``."""
+    m = unwrap(model)
+    ctx = _ctx(m, images, ctx, generator, m.mask_ratio)
+    pred = model(images, ctx["ids_keep"], ctx["ids_restore"])  # [B, L, p*p*3]
+    target = m.patchify(m.normalize(truth))
+    removed = patch_mask(ctx["mask"], m.patch_size).to(pred.dtype)  # [B, L]
+    per_patch = ((pred.float() - target) ** 2).mean(dim=-1)
+    return (per_patch * removed).sum(dim=1) / removed.sum(dim=1).clamp_min(1.0), ctx
+
+
 def pretrain_stages(cfg: Config) -> list:
     """One stage: the whole MAE."""
 

@@ -465,6 +465,28 @@ def pretrain_loss(
     return (ce * w).sum() / w.sum()
 
 
+def own_loss(
+    model: nn.Module,
+    images: torch.Tensor,
+    truth: torch.Tensor,
+    ctx: dict | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """MAGE's own objective per sample, for the full-model baselines (App. C.6; the official baselines train MAGE's
+    token prediction, docs/protocol.md): tokens of T(``images``) in, the masked positions scored against the
+    VQ-GAN tokens of ``truth`` (label-smoothed CE 0.1), averaged over each image's masked tokens -> ``[B]``."""
+    m = unwrap(model)
+    ctx = _ctx(m, images, ctx, generator)
+    target = m.vqgan.tokenize(truth.clamp(0.0, 1.0))  # [B, L], frozen tokenizer
+    _, logits = model(images.clamp(0.0, 1.0), ctx, decode=True)
+    logits = logits[:, 1:, : m.codebook_size].float()
+    ce = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none", label_smoothing=0.1
+    ).view(target.shape)
+    w = ctx["masked"][:, 1:].float()
+    return (ce * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0), ctx
+
+
 def pretrain_stages(cfg: Config) -> list[Stage]:
     """Tokenizer first (its own epochs / lr from the options), then the transformer with the tokenizer frozen."""
     opts = cfg.model.options

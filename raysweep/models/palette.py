@@ -140,13 +140,16 @@ def _noising(
     return {"mask": mask, "t": t, "gamma": gamma, "eps": eps, "cond_noise": cond_noise}
 
 
-def _net_input(images: torch.Tensor, ctx: dict, pure_noise: torch.Tensor | None = None) -> torch.Tensor:
+def _net_input(
+    images: torch.Tensor, ctx: dict, pure_noise: torch.Tensor | None = None, truth: torch.Tensor | None = None
+) -> torch.Tensor:
     """cat[y_cond, x~ * mask + y0 * (1 - mask)]; rows in ``pure_noise`` (App. C.25 forget target) get the noise
-    ``ctx["forget_noise"]`` in place of x~ inside the hole."""
+    ``ctx["forget_noise"]`` in place of x~ inside the hole. ``truth`` (the baselines' ground truth, [0, 1]) is
+    what x~ noises inside the hole instead of ``images`` (whose pixels stay the context)."""
     y0 = _to_model(images)
     m = ctx["mask"].unsqueeze(1).to(y0.dtype)
     g = ctx["gamma"].view(-1, 1, 1, 1)
-    x_t = g.sqrt() * y0 + (1 - g).sqrt() * ctx["eps"]
+    x_t = g.sqrt() * (y0 if truth is None else _to_model(truth)) + (1 - g).sqrt() * ctx["eps"]
     if pure_noise is not None:
         x_t = torch.where(pure_noise.view(-1, 1, 1, 1), ctx["forget_noise"], x_t)
     y_cond = y0 * (1 - m) + m * ctx["cond_noise"]
@@ -369,6 +372,23 @@ def pretrain_loss(
     eps_hat = model(_net_input(images, ctx), ctx["gamma"])
     hole = ctx["mask"].unsqueeze(1).to(eps_hat.dtype)
     return F.mse_loss(hole * ctx["eps"], hole * eps_hat)
+
+
+def own_loss(
+    model: nn.Module,
+    images: torch.Tensor,
+    truth: torch.Tensor,
+    ctx: dict | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """Palette's own objective per sample, for the full-model baselines (App. C.6, Eqs. C.26 / C.29 / C.32): the
+    UNet sees the context of ``images``, x~ = sqrt(gamma) ``truth`` + sqrt(1 - gamma) eps in the hole, and is
+    scored on predicting eps there: MSE(mask * eps, mask * eps_hat) per sample -> ``[B]``."""
+    m = unwrap(model)
+    ctx = _ctx(m, images, ctx, generator)
+    eps_hat = model(_net_input(images, ctx, truth=truth), ctx["gamma"])
+    hole = ctx["mask"].unsqueeze(1).to(torch.float32)
+    return ((hole * (ctx["eps"] - eps_hat.float())) ** 2).flatten(1).mean(dim=1), ctx
 
 
 def pretrain_stages(cfg: Config) -> list[Stage]:
