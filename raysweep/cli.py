@@ -1,4 +1,4 @@
-"""The ``raysweep`` console script: ``pretrain | unlearn | sweep | frontier | ui | bench``.
+"""The ``raysweep`` console script: ``pretrain | unlearn | evaluate | sweep | compare | frontier | ui | bench``.
 
 Every command takes a config path, ``key=value`` dotted overrides and ``--smoke-test``; no hyperparameter has a
 flag of its own.
@@ -167,6 +167,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(_config(args), steps=args.steps or 60)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from raysweep.compare import run_comparison
+
+    cfg = _config(args)
+    res = run_comparison(cfg, args.methods, args.seeds)
+    print(res.files[0].read_text())
+    print(f"comparison folder: {res.folder} (table.md, table.csv, samples.png, frontier.png)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raysweep", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -175,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("unlearn", cmd_unlearn, "unlearn the forget classes and print the trade-off"),
         ("evaluate", cmd_evaluate, "score a saved model against the original (eval.part=test|val, eval.task)"),
         ("sweep", cmd_sweep, "Ray Tune + Optuna search of the YAML sweep block, MLflow runs"),
+        ("compare", cmd_compare, "Table 1: the original, the four App. C.6 baselines and ours, over seeds"),
         ("frontier", cmd_frontier, "rebuild a sweep's frontier CSV and plot from MLflow"),
         ("ui", cmd_ui, "MLflow UI on the sweep store (127.0.0.1 unless --host)"),
         ("bench", cmd_bench, "throughput of the unlearning step: plain PyTorch vs Ray Train, or --device cuda"),
@@ -202,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name == "sweep":
             s.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+        if name == "compare":
+            s.add_argument(
+                "--methods", nargs="+", help="default: max_loss noisy_label retain_label random_encoder ours"
+            )
+            s.add_argument("--seeds", type=int, default=3, help="runs per method (seed, seed+1, ...)")
         if name == "frontier":
             s.add_argument("--sweep", help="sweep name or folder (default: the newest sweep)")
             s.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment)")

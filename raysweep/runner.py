@@ -18,15 +18,22 @@ from raysweep.pretrain import Models, ensure_models
 log = logging.getLogger(__name__)
 
 
+def run_stem(cfg: Config) -> Path:
+    """``<results>/runs/<name>-<config digest>``: the first run folder of this exact config."""
+    return results_dir(cfg.tracking.results_dir) / "runs" / f"{cfg.name}-{cfg.digest(*RUN_KEYS)}"
+
+
+RUN_KEYS = ("model", "data", "pretrain", "unlearn", "eval", "seed")  # what decides a run's result
+
+
 def run_dir_for(cfg: Config) -> Path:
-    """``<results>/runs/<name>-<config digest>``; an unfinished run of the same config is resumed, a finished one
-    is kept and the new run gets the next free ``-rN`` suffix (nothing already written is overwritten)."""
-    base = results_dir(cfg.tracking.results_dir) / "runs"
-    stem = f"{cfg.name}-{cfg.digest('model', 'data', 'pretrain', 'unlearn', 'eval', 'seed')}"
-    d, k = base / stem, 1
+    """:func:`run_stem`; an unfinished run of the same config is resumed, a finished one is kept and the new run
+    gets the next free ``-rN`` suffix (nothing already written is overwritten)."""
+    stem = run_stem(cfg)
+    d, k = stem, 1
     while (d / METRICS_FILE).is_file():
         k += 1
-        d = base / f"{stem}-r{k}"
+        d = stem.with_name(f"{stem.name}-r{k}")
     return d
 
 

@@ -1,0 +1,249 @@
+"""The paper's Table 1 for one family: the original model, the four App. C.6 baselines and ours (Eq. 10), each
+unlearned from the same original through the same Ray Train path (:func:`raysweep.runner.unlearn`), scored on
+the same images, over several seeds.
+
+One MLflow parent run (tag ``raysweep.compare``) holds one child run per method x seed; the comparison folder
+``<results>/compare/<name>-<digest>/`` gets ``table.md`` / ``table.csv`` (mean and 95 % confidence half-width per
+column, Student's t over the seeds), ``samples.png`` (one row per method: its completions of the same retain and
+forget images) and ``frontier.png`` (every method's mean retain vs forget FID with its intervals, and the
+original). Finished runs are reused, so an interrupted comparison continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raysweep.config import Config, ConfigError, flatten
+from raysweep.evaluate import GRID_FILE, METRICS_FILE
+from raysweep.unlearn.losses import METHODS
+
+log = logging.getLogger(__name__)
+
+METHOD_ORDER = ("max_loss", "noisy_label", "retain_label", "random_encoder", "ours")  # the paper's row order
+COLUMNS = (
+    ("retain/fid", "retain FID ↓"),
+    ("forget/fid", "forget FID ↑"),
+    ("retain/is", "retain IS"),
+    ("forget/is", "forget IS"),
+    ("retain/indomain_cos", "retain cos ↑"),
+    ("forget/indomain_cos", "forget cos ↓"),
+)
+COMPARE_TAG = "raysweep.compare"
+
+
+def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its ``level`` confidence interval (Student's t; 0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    from scipy.stats import t
+
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, float(t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+
+
+@dataclass
+class Comparison:
+    folder: Path
+    runs: dict[str, list[dict]] = field(default_factory=dict)  # method -> metrics of each seed
+    original: dict[str, float] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+
+def _finished(cfg: Config) -> tuple[Path, dict] | None:
+    """A finished run of exactly this config (the runner's first folder for it), reused instead of repeated."""
+    from raysweep.runner import run_stem
+
+    d = run_stem(cfg)
+    return (d, json.loads((d / METRICS_FILE).read_text())) if (d / METRICS_FILE).is_file() else None
+
+
+def run_comparison(cfg: Config, methods: list[str] | None = None, seeds: int = 3) -> Comparison:
+    """Unlearn with every method and seed (``seed`` = cfg.seed + 0..seeds-1) and write the table and figures."""
+    from raysweep.pretrain import ensure_models
+    from raysweep.runner import preflight, unlearn
+    from raysweep.tracking import check_reachable, tracking_uri
+
+    methods = list(methods or METHOD_ORDER)
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ConfigError(f"unknown method(s) {bad}; valid: {sorted(METHODS)}")
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: give at least 1")
+    preflight(cfg)  # bad input fails before any compute
+    uri = tracking_uri(cfg)
+    check_reachable(uri)
+    ensure_models(cfg)  # once, before the first method: every run starts from this original
+    from raysweep.paths import results_dir
+
+    name = f"compare-{cfg.name}-{cfg.digest('model', 'data', 'pretrain', 'unlearn', 'eval', 'seed')}-s{seeds}"
+    folder = results_dir(cfg.tracking.results_dir) / "compare" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    parent = _parent_run(uri, cfg, name, methods, seeds)
+    res = Comparison(folder)
+    total, k = len(methods) * seeds, 0
+    for method in methods:
+        for s in range(seeds):
+            k += 1
+            run_cfg = cfg.replace(**{"unlearn.method": method, "seed": cfg.seed + s})
+            done = _finished(run_cfg)
+            if done:
+                run_dir, metrics = done
+                log.info("[%d/%d] %s seed %d: finished earlier, reused (%s)", k, total, method, run_cfg.seed, run_dir)
+            else:
+                log.info("[%d/%d] %s seed %d: unlearning", k, total, method, run_cfg.seed)
+                run_dir, metrics = unlearn(run_cfg)
+            res.runs.setdefault(method, []).append({**metrics, "run_dir": str(run_dir), "seed": run_cfg.seed})
+            _child_run(uri, cfg, parent, method, run_cfg.seed, run_dir, metrics)
+    first = next(iter(res.runs.values()))[0]
+    res.original = {k: float(first[f"original/{k}"]) for k, _ in COLUMNS if f"original/{k}" in first}
+    res.files = [
+        write_table(res, folder / "table.md", folder / "table.csv"),
+        folder / "table.csv",
+        samples_figure(res, folder / GRID_FILE),
+        frontier_figure(res, folder / "frontier.png", f"{cfg.name}: {seeds} seed(s)"),
+    ]
+    _log_files(uri, parent, res.files)
+    return res
+
+
+def _rows(res: Comparison) -> list[tuple[str, dict[str, tuple[float, float]]]]:
+    rows = [("original", {k: (v, 0.0) for k, v in res.original.items()})]
+    for method, runs in res.runs.items():
+        rows.append((method, {k: mean_ci([float(r[k]) for r in runs]) for k, _ in COLUMNS if k in runs[0]}))
+    return rows
+
+
+def write_table(res: Comparison, md: Path, csv_path: Path) -> Path:
+    """Markdown (mean ± 95 % CI half-width) and CSV (mean and half-width columns) of every method."""
+    rows = _rows(res)
+    seeds = max(len(r) for r in res.runs.values())
+    cols = [(k, label) for k, label in COLUMNS if any(k in v for _, v in rows)]
+    lines = [
+        f"| method (paper section) | {' | '.join(label for _, label in cols)} |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for method, vals in rows:
+        sec = METHODS[method].section if method in METHODS else "before unlearning"
+        cells = []
+        for k, _ in cols:
+            if k not in vals:
+                cells.append("–")
+                continue
+            m, h = vals[k]
+            cells.append(f"{m:.4g} ± {h:.2g}" if method != "original" else f"{m:.4g}")
+        lines.append(f"| {method} ({sec}) | {' | '.join(cells)} |")
+    lines.append("")
+    lines.append(f"Mean ± 95 % CI half-width (Student's t) over {seeds} seed(s); the original is scored once.")
+    md.write_text("\n".join(lines) + "\n")
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "seeds"] + [c for k, _ in cols for c in (k, f"{k}_ci95")])
+        for method, vals in rows:
+            n = len(res.runs.get(method, [None]))
+            w.writerow([method, n] + [x for k, _ in cols for x in vals.get(k, (float("nan"), float("nan")))])
+    return md
+
+
+def samples_figure(res: Comparison, path: Path) -> Path:
+    """One row per method: the first seed's sample grid (the same retain and forget images for every method)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    grids = [(m, Path(r[0]["run_dir"]) / GRID_FILE) for m, r in res.runs.items()]
+    grids = [(m, p) for m, p in grids if p.is_file()]
+    if not grids:
+        raise FileNotFoundError(f"no {GRID_FILE} in the runs of {res.folder}")
+    fig, axes = plt.subplots(len(grids), 1, figsize=(8, 2.2 * len(grids)), dpi=120, squeeze=False)
+    for ax, (method, p) in zip(axes[:, 0], grids):
+        ax.imshow(mpimg.imread(p))
+        ax.set_title(method, fontsize=9, loc="left")
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def frontier_figure(res: Comparison, path: Path, title: str) -> Path:
+    """Retain vs forget FID of every method (mean, 95 % CI bars) and the original."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    for method, vals in _rows(res):
+        (rx, rh), (fy, fh) = vals["retain/fid"], vals["forget/fid"]
+        if method == "original":
+            ax.scatter(rx, fy, marker="*", s=220, color="gold", edgecolor="k", zorder=5, label="original")
+        else:
+            ax.errorbar(rx, fy, xerr=rh, yerr=fh, fmt="o", capsize=3, label=method)
+    ax.set_xlabel("retain FID (lower is better)")
+    ax.set_ylabel("forget FID (higher = more forgotten)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _parent_run(uri: str, cfg: Config, name: str, methods: list[str], seeds: int) -> str:
+    from raysweep.tracking import _client, _experiment_id, _log_params
+
+    client = _client(uri)
+    exp = _experiment_id(client, cfg.tracking.experiment)
+    found = client.search_runs([exp], filter_string=f"tags.`{COMPARE_TAG}` = '{name}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(exp, run_name=name, tags={COMPARE_TAG: name})
+    base = {k: v for k, v in flatten(cfg.to_dict()).items() if not k.startswith("sweep.")}
+    _log_params(client, run.info.run_id, {**base, "compare.methods": ",".join(methods), "compare.seeds": seeds})
+    return run.info.run_id
+
+
+def _child_run(uri: str, cfg: Config, parent: str, method: str, seed: int, run_dir: Path, metrics: dict) -> None:
+    """One child run per method x seed (skipped when it exists: a resumed comparison)."""
+    from raysweep.tracking import _client, _experiment_id
+
+    client = _client(uri)
+    exp = _experiment_id(client, cfg.tracking.experiment)
+    run_name = f"{method}-seed{seed}"
+    found = client.search_runs(
+        [exp], filter_string=f"tags.mlflow.parentRunId = '{parent}' and tags.mlflow.runName = '{run_name}'"
+    )
+    if found:
+        return
+    run = client.create_run(
+        exp, run_name=run_name, tags={"mlflow.parentRunId": parent, COMPARE_TAG + ".method": method}
+    )
+    rid = run.info.run_id
+    client.log_param(rid, "unlearn.method", method)
+    client.log_param(rid, "seed", seed)
+    for k, v in metrics.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            client.log_metric(rid, k, float(v))
+    for name in ("config.yaml", METRICS_FILE, GRID_FILE):
+        if (Path(run_dir) / name).is_file():
+            client.log_artifact(rid, str(Path(run_dir) / name))
+    client.set_terminated(rid)
+
+
+def _log_files(uri: str, parent: str, files: list[Path]) -> None:
+    from raysweep.tracking import _client
+
+    client = _client(uri)
+    for f in dict.fromkeys(files):
+        client.log_artifact(parent, str(f))
+    client.set_terminated(parent)

@@ -1,0 +1,59 @@
+"""`raysweep compare` / experiments/compare_baselines.py: every method from the same original, over seeds, one
+MLflow parent with a child per method x seed, the table with confidence intervals, the figures; reuse on rerun."""
+
+import csv
+import math
+
+import pytest
+
+from raysweep.compare import mean_ci, run_comparison
+from raysweep.config import Config, ConfigError
+from tests.conftest import tiny_dict
+
+
+def test_mean_ci_is_students_t():
+    m, h = mean_ci([1.0, 2.0, 3.0])
+    assert m == 2.0 and math.isclose(h, 4.302652729911275 * 1.0 / math.sqrt(3))  # t(0.975, 2) * sd / sqrt(n)
+    assert mean_ci([5.0]) == (5.0, 0.0)
+
+
+def test_comparison_runs_every_method_and_seed_with_one_parent_run(tmp_path):
+    d = tiny_dict(tmp_path)
+    d["resources"]["runtime"] = "local"  # the same job and scoring, in this process (the Ray path: tests/test_sweep)
+    d["unlearn"]["epochs"] = 1
+    cfg = Config.from_dict(d)
+    res = run_comparison(cfg, ["max_loss", "ours"], seeds=2)
+    assert {m: len(r) for m, r in res.runs.items()} == {"max_loss": 2, "ours": 2}
+    assert [r["seed"] for r in res.runs["ours"]] == [0, 1]
+    table = (res.folder / "table.md").read_text()
+    assert "| original (before unlearning)" in table and "| max_loss (App. C.6.1" in table and "±" in table
+    rows = list(csv.DictReader(open(res.folder / "table.csv")))
+    assert [r["method"] for r in rows] == ["original", "max_loss", "ours"]
+    assert float(rows[2]["retain/fid_ci95"]) >= 0 and int(rows[1]["seeds"]) == 2
+    assert (res.folder / "samples.png").is_file() and (res.folder / "frontier.png").is_file()
+    from mlflow.tracking import MlflowClient
+
+    from raysweep.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri(cfg))
+    exp = client.get_experiment_by_name(cfg.tracking.experiment).experiment_id
+    runs = client.search_runs([exp])
+    parents = [r for r in runs if "raysweep.compare" in r.data.tags]
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(kids) == 4
+    assert {k.data.params["unlearn.method"] for k in kids} == {"max_loss", "ours"}
+    assert {"table.md", "samples.png", "frontier.png"} <= {
+        a.path for a in client.list_artifacts(parents[0].info.run_id)
+    }
+    # a rerun reuses the finished runs: no new run folders, no new child runs
+    before = sorted(p.name for p in (tmp_path / "results" / "runs").iterdir())
+    run_comparison(cfg, ["max_loss", "ours"], seeds=2)
+    assert sorted(p.name for p in (tmp_path / "results" / "runs").iterdir()) == before
+    assert len(client.search_runs([exp])) == len(runs)
+
+
+def test_bad_methods_and_seeds_fail_before_any_work(tiny_cfg):
+    with pytest.raises(ConfigError, match="valid"):
+        run_comparison(tiny_cfg, ["nope"])
+    with pytest.raises(ConfigError, match="at least 1"):
+        run_comparison(tiny_cfg, ["ours"], seeds=0)
