@@ -329,8 +329,8 @@ def ensure_ray() -> None:
 
     if not ray.is_initialized():
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-        # workers must see the same cache / data folders as the driver
-        env = {k: v for k, v in os.environ.items() if k.startswith("RAYSWEEP_")}
+        # workers must see the same cache / data folders as the driver, and the MLflow server's credentials
+        env = {k: v for k, v in os.environ.items() if k.startswith(("RAYSWEEP_", "MLFLOW_TRACKING_"))}
         ray.init(
             logging_level=logging.WARNING,
             log_to_driver=True,

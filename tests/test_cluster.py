@@ -112,3 +112,33 @@ def test_simulated_multi_node_cluster_runs_a_sweep_into_an_mlflow_server(tmp_pat
             cluster.shutdown()
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_cluster_mlflow_server_is_private_and_authenticated():
+    """The head's MLflow server binds the private address (not 0.0.0.0) behind the basic-auth app; credentials come
+    from ~/.raysweep/mlflow.env (file_mounts, exported before ray start), never from the YAML."""
+    text = CLUSTER.read_text()
+    cfg = yaml.safe_load(text)
+    server = next(c for c in cfg["head_start_ray_commands"] if "mlflow server" in c)
+    assert "--app-name basic-auth" in server and "0.0.0.0" not in server and "hostname -I" in server
+    assert "~/.raysweep/mlflow.env" in cfg["file_mounts"].values()
+    for cmd in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]:
+        if "ray start" in cmd:
+            assert cmd.startswith("set -a; . ~/.raysweep/mlflow.env; set +a;")
+    assert "PASSWORD=" not in "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))
+
+
+def test_ray_workers_get_the_mlflow_credentials(monkeypatch):
+    import ray
+
+    from raysweep.train import ensure_ray
+
+    seen = {}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.update(kw))
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "u")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "p")
+    monkeypatch.setenv("AWS_SECRET", "not forwarded")
+    ensure_ray()
+    env = seen["runtime_env"]["env_vars"]
+    assert env["MLFLOW_TRACKING_USERNAME"] == "u" and env["MLFLOW_TRACKING_PASSWORD"] == "p" and "AWS_SECRET" not in env
