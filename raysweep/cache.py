@@ -52,17 +52,17 @@ class Producer:
 PRODUCERS: dict[str, Producer] = {
     # v2: pretraining mixes I2I task masks into MAE's random masking; per-class image order independent of the
     # class lists; ``pretrain.seed``
-    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "f1d117a092d632b1"),
+    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "3cf5fc0e9a9a7800"),
     "original:mage": Producer(
         2,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "e35045ceecb03e6c",
+        "406d359a6540c0a2",
     ),
     "original:palette": Producer(
-        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "112f3a6410ddc590"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "0431b33271c4c8ae"
     ),
     "extractor": Producer(
-        2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "92254375a7dbae9d"
+        2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "a3d9285386327147"
     ),
     # features of the fixed reference images (torch-fidelity's cache) and the metrics computed from them
     "reference": Producer(

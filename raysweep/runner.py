@@ -78,7 +78,11 @@ def preflight(cfg: Config) -> None:
 
     train = load_dataset(cfg.data, train=True)
     unlearn_split(train.labels, cfg.data, train.num_classes)
-    held = load_dataset(cfg.data, train=False).labels
+    held_ds = load_dataset(cfg.data, train=False)
+    for ds in (train, held_ds):
+        if hasattr(ds, "check_sample"):  # image folders: a non-image file is found here, not in a worker
+            ds.check_sample()
+    held = held_ds.labels
     eval_split(held, cfg.data, "test")
     eval_split(held, cfg.data, "val")
     get_family(cfg.model.family).build(cfg.model)  # unknown or out-of-range model.options fail here

@@ -287,3 +287,36 @@ def test_concurrent_staging_does_not_collide(tmp_path, monkeypatch):
     for p in procs:
         p.join()
     assert all(p.exitcode == 0 for p in procs)
+
+
+def test_image_folders_take_any_case_of_extension_and_a_bad_file_fails_in_preflight(tmp_path):
+    from PIL import Image
+
+    from raysweep.runner import preflight
+    from tests.conftest import tiny_dict
+
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            d = tmp_path / "data" / split / name
+            d.mkdir(parents=True)
+            for i, ext in enumerate((".JPG", ".png", ".PNG", ".jpeg")):
+                Image.fromarray(np.full((20, 20, 3), 50 * i, np.uint8)).save(d / f"{i}{ext}", format="PNG")
+    d = tiny_dict(tmp_path)
+    d["data"] = {
+        "dataset": "image_folder",
+        "root": str(tmp_path / "data"),
+        "class_names": ["a", "b"],
+        "image_size": 16,
+        "forget_classes": [0],
+        "retain_classes": [1],
+        "images_per_class": 2,
+        "test_images_per_class": 1,
+        "val_images_per_class": 1,
+        "pretrain_images_per_class": 4,
+    }
+    cfg = Config.from_dict(d)
+    assert len(load_dataset(cfg.data, train=True)) == 8  # .JPG / .PNG count
+    preflight(cfg)
+    (tmp_path / "data" / "val" / "b" / "9.jpg").write_text("not an image")
+    with pytest.raises(DatasetNotFoundError, match=r"9\.jpg.*not a readable image"):
+        preflight(cfg)

@@ -43,11 +43,11 @@ FMNIST_CLASSES = (
     "Bag",
     "Ankle boot",
 )
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # compared lower-cased: .JPEG, .PNG count too
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """The dataset files could not be found or fetched; the message lists every place looked at."""
+    """The dataset files could not be found, fetched or read; the message names the places or the file."""
 
 
 class TensorImageDataset(Dataset):
@@ -93,7 +93,7 @@ class ImageFolderDataset(Dataset):
                     f"class folder {str(folder)!r} (class id {cid}) does not exist; "
                     f"data.class_names must name folders under {str(root)!r}"
                 )
-            found = sorted(p for p in folder.iterdir() if p.suffix in IMAGE_EXTENSIONS)
+            found = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
             files += found
             labels += [cid] * len(found)
         self.files, self.labels = files, torch.tensor(labels, dtype=torch.long)
@@ -109,10 +109,35 @@ class ImageFolderDataset(Dataset):
         from PIL import Image
         from torchvision.transforms import functional as TF
 
-        with Image.open(self.files[i]) as im:
+        try:
+            im = Image.open(self.files[i])
+            im.load()
+        except OSError as e:  # names the file even inside a DataLoader worker
+            raise DatasetNotFoundError(f"{self.files[i]} is not a readable image ({e}); remove or replace it") from e
+        with im:
             im = im.convert("RGB")
             im = TF.center_crop(TF.resize(im, self.size, interpolation=TF.InterpolationMode.BICUBIC), self.size)
             return (TF.pil_to_tensor(im) if self.raw else TF.to_tensor(im)), int(self.labels[i])
+
+    def check_sample(self, per_class: int = 4) -> None:
+        """Open the first, the last and evenly spaced files of every class (``per_class`` in all) and read their
+        pixels, so that a non-image or truncated file is reported in the driver, before any training starts."""
+        from PIL import Image
+
+        by_class: dict[int, list[Path]] = {}
+        for f, c in zip(self.files, self.labels.tolist()):
+            by_class.setdefault(c, []).append(f)
+        for cid, files in by_class.items():
+            step = max(1, (len(files) - 1) // max(per_class - 1, 1))
+            for f in dict.fromkeys(files[::step][: per_class - 1] + files[-1:]):
+                try:
+                    with Image.open(f) as im:
+                        im.load()
+                except OSError as e:
+                    raise DatasetNotFoundError(
+                        f"{f} (class {self.class_names[cid]!r}) is not a readable image ({e}); remove or replace "
+                        "it (image folders must hold only .jpg / .jpeg / .png / .bmp / .webp images)"
+                    ) from e
 
     def training_view(self) -> ImageFolderDataset:
         """The same items as uint8 ``[3, H, W]``, decoded in the DataLoader's workers; the loop converts them on
@@ -295,7 +320,8 @@ def dataset_fingerprint(cfg: DataConfig) -> str:
                 folder = root / split / name
                 if folder.is_dir():
                     for p in sorted(folder.iterdir()):
-                        h.update(f"{split}/{name}/{p.name}:{p.stat().st_size}\n".encode())
+                        if p.suffix.lower() in IMAGE_EXTENSIONS:  # exactly the files the dataset loads
+                            h.update(f"{split}/{name}/{p.name}:{p.stat().st_size}\n".encode())
     return h.hexdigest()[:16]
 
 
