@@ -237,6 +237,9 @@ def _child_run(uri: str, cfg: Config, parent: str, method: str, seed: int, run_d
     for name in ("config.yaml", METRICS_FILE, GRID_FILE):
         if (Path(run_dir) / name).is_file():
             client.log_artifact(rid, str(Path(run_dir) / name))
+    from raysweep.tracking import set_provenance_tags
+
+    set_provenance_tags(client, rid, metrics)
     client.set_terminated(rid)
 
 

@@ -20,6 +20,7 @@ from raysweep.data.splits import eval_split
 from raysweep.metrics import complete, evaluate, resolve_extractor
 from raysweep.models import get_family, unwrap
 from raysweep.models.checkpoints import save_atomic
+from raysweep.provenance import provenance
 
 log = logging.getLogger(__name__)
 METRICS_FILE, GRID_FILE, MODEL_FILE, TSNE_FILE = "metrics.json", "samples.png", "unlearned.pt", "tsne.png"
@@ -140,6 +141,8 @@ def score(
         "original_sha256": original_sha256,
         "unlearned_sha256": sha256(out_dir / MODEL_FILE) if (out_dir / MODEL_FILE).is_file() else None,
         "extractor_sha256": sha256(extractor) if extractor else None,
+        "seed": cfg.seed,
+        "provenance": provenance(),  # package versions and the source commit
     }
     (out_dir / METRICS_FILE).write_text(json.dumps(payload, indent=2))
     log.info("metrics written to %s", out_dir / METRICS_FILE)

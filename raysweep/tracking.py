@@ -106,6 +106,13 @@ def _log_params(client, run_id: str, params: dict) -> None:
         client.log_batch(run_id, params=items[i : i + 100])
 
 
+def set_provenance_tags(client, run_id: str, metrics: dict) -> None:
+    """The seed, package versions and source commit a run's metrics.json recorded, as ``raysweep.*`` tags."""
+    client.set_tag(run_id, "raysweep.seed", str(metrics.get("seed", "")))
+    for k, v in (metrics.get("provenance") or {}).items():
+        client.set_tag(run_id, f"raysweep.version.{k}" if k != "git_commit" else "raysweep.git_commit", v)
+
+
 class TrialCallback(MLflowLoggerCallback):
     """Tune logger callback creating one child run per trial under the sweep's parent run (Ray has no nesting of
     its own). Module-level so that Tune can pickle it into the experiment state (``--resume``)."""
@@ -140,6 +147,7 @@ class TrialCallback(MLflowLoggerCallback):
                 client.set_tag(self._trial_runs[trial], "raysweep.generation", m.get("generation", ""))
                 for k in ("original_sha256", "unlearned_sha256", "extractor_sha256"):  # exact weights of this run
                     client.set_tag(self._trial_runs[trial], f"raysweep.{k}", m.get(k) or "")
+                set_provenance_tags(client, self._trial_runs[trial], m)
         super().log_trial_end(trial, failed)
 
 

@@ -5,6 +5,7 @@ import csv
 import math
 
 import pytest
+import torch
 
 from raysweep.compare import mean_ci, run_comparison
 from raysweep.config import Config, ConfigError
@@ -42,6 +43,9 @@ def test_comparison_runs_every_method_and_seed_with_one_parent_run(tmp_path):
     kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and len(kids) == 4
     assert {k.data.params["unlearn.method"] for k in kids} == {"max_loss", "ours"}
+    tags = kids[0].data.tags  # what produced the numbers: seed, versions, source commit
+    assert tags["raysweep.seed"] in ("0", "1") and torch.__version__.startswith(tags["raysweep.version.torch"])
+    assert "raysweep.git_commit" in tags
     assert {"table.md", "samples.png", "frontier.png"} <= {
         a.path for a in client.list_artifacts(parents[0].info.run_id)
     }
