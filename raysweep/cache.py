@@ -79,7 +79,7 @@ PRODUCERS: dict[str, Producer] = {
             "raysweep.data.splits:eval_split",
             "raysweep.evaluate:eval_groups",
         ),
-        "46cfcde8a2357e7d",
+        "ff8687daae351b7f",
     ),
     # the quality gate's report on a pretrained original
     "quality": Producer(3, ("raysweep.quality",), "7085de54d4d7c3ae"),

@@ -18,6 +18,7 @@ from raysweep.data.datasets import load_dataset
 from raysweep.data.masks import apply_mask
 from raysweep.data.splits import eval_split
 from raysweep.metrics import complete, evaluate, resolve_extractor
+from raysweep.metrics.clip import load_clip
 from raysweep.models import get_family, unwrap
 from raysweep.models.checkpoints import save_atomic
 from raysweep.provenance import provenance
@@ -53,11 +54,14 @@ def original_metrics(
     cache: str | None,
     labels: dict[str, torch.Tensor] | None = None,
     classifier: nn.Module | None = None,
+    clip: nn.Module | None = None,
 ) -> dict[str, float]:
     """The original model's scores, cached (they are the same for every trial of a sweep)."""
     if cache and Path(cache).is_file():
         return json.loads(Path(cache).read_text())
-    m, _ = evaluate(family, original, groups, cfg.eval.task, extractor, device, cfg.eval.batch_size, labels, classifier)
+    m, _ = evaluate(
+        family, original, groups, cfg.eval.task, extractor, device, cfg.eval.batch_size, labels, classifier, clip
+    )
     if cache:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(cache).with_suffix(".tmp")
@@ -109,9 +113,10 @@ def score(
     groups = {g: x for g, (x, _) in held.items()}
     labels = {g: y for g, (_, y) in held.items()}
     clf = load_classifier(extractor).to(device).eval() if extractor else None  # classifier-on-outputs
+    clip = load_clip(cfg.eval.clip_model, cfg.eval.clip_weights, device)  # None without the weights on disk
     orig_model = load_original(cfg, original).to(device).eval()
-    orig = original_metrics(cfg, family, orig_model, groups, ext, device, original_cache, labels, clf)
-    new, outputs = evaluate(family, model, groups, cfg.eval.task, ext, device, cfg.eval.batch_size, labels, clf)
+    orig = original_metrics(cfg, family, orig_model, groups, ext, device, original_cache, labels, clf, clip)
+    new, outputs = evaluate(family, model, groups, cfg.eval.task, ext, device, cfg.eval.batch_size, labels, clf, clip)
     n = cfg.eval.grid_images
     heads = {g: x[:n] for g, x in groups.items()}
     orig_out, masks = {}, {}

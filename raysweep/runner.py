@@ -40,6 +40,7 @@ def run_dir_for(cfg: Config) -> Path:
 def job_kwargs(cfg: Config, run_dir: Path, models: Models | None = None) -> dict:
     """What an unlearn job needs besides the config (paths only: they cross process boundaries)."""
     from raysweep import cache
+    from raysweep.metrics.clip import clip_label
     from raysweep.models.checkpoints import sha256
     from raysweep.train import use_gpu
 
@@ -56,6 +57,7 @@ def job_kwargs(cfg: Config, run_dir: Path, models: Models | None = None) -> dict
             "extractor": models.extractor_label,
             "device": "cuda" if use_gpu(cfg) else "cpu",
             "reference": cache.version("reference"),
+            "clip": clip_label(cfg.eval.clip_model, cfg.eval.clip_weights),
         },
     )
     return {
@@ -86,6 +88,9 @@ def preflight(cfg: Config) -> None:
     eval_split(held, cfg.data, "test")
     eval_split(held, cfg.data, "val")
     get_family(cfg.model.family).build(cfg.model)  # unknown or out-of-range model.options fail here
+    from raysweep.metrics.clip import clip_weights_path
+
+    clip_weights_path(cfg.eval.clip_model, cfg.eval.clip_weights)  # an explicit CLIP weights file must exist
 
 
 def unlearn(cfg: Config) -> tuple[Path, dict]:

@@ -94,9 +94,11 @@ def evaluate(
     batch_size: int = 250,
     labels: dict[str, torch.Tensor] | None = None,
     classifier: nn.Module | None = None,
+    clip: nn.Module | None = None,
 ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """FID / IS of the completions of each group's images against those images and, given the images' labels and
-    the in-domain classifier, :func:`classifier_scores`. Returns (metrics, outputs)."""
+    """FID / IS of the completions of each group's images against those images; given the images' labels and the
+    in-domain classifier, :func:`classifier_scores`; given a :class:`~raysweep.metrics.clip.ClipEmbedder`, the CLIP
+    cosine (``<group>/clip``). Returns (metrics, outputs)."""
     model.eval()
     metrics, outputs = {}, {}
     for group, images in groups.items():
@@ -106,6 +108,10 @@ def evaluate(
             # the completions as the evaluation scores them: uint8-quantised, like the FID inputs
             q = to_uint8(out).float() / 255.0
             scores.update(classifier_scores(classifier, q, images, labels[group], device))
+        if clip is not None:
+            from raysweep.metrics.clip import clip_cosine
+
+            scores["clip"] = clip_cosine(clip, to_uint8(out).float() / 255.0, images, device)
         metrics.update({f"{group}/{k}": v for k, v in scores.items()})
         outputs[group] = out
     return metrics, outputs
