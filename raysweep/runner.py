@@ -91,6 +91,9 @@ def preflight(cfg: Config) -> None:
     from raysweep.metrics.clip import clip_weights_path
 
     clip_weights_path(cfg.eval.clip_model, cfg.eval.clip_weights)  # an explicit CLIP weights file must exist
+    from raysweep.metrics import check_inception
+
+    check_inception(cfg.eval.extractor)  # eval.extractor=inception: its weights must be on disk
 
 
 def unlearn(cfg: Config) -> tuple[Path, dict]:

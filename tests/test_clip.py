@@ -75,3 +75,12 @@ def test_an_explicit_missing_clip_file_fails_in_preflight_and_weights_key_the_sc
         preflight(tiny_cfg.replace(**{"eval.clip_weights": "/no/such/file.bin"}))
     assert clip_label(tiny_clip).startswith("tiny-test:open_clip_tiny-test.bin:")
     assert clip_label("ViT-H-14") is None
+
+
+def test_an_explicit_inception_choice_without_its_weights_fails_in_preflight(tiny_cfg, tmp_path, monkeypatch):
+    from raysweep.runner import preflight
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no Inception weights there
+    with pytest.raises(ConfigError, match="weights-inception-2015-12-05"):
+        preflight(tiny_cfg.replace(**{"eval.extractor": "inception"}))
+    preflight(tiny_cfg.replace(**{"eval.extractor": "auto"}))  # auto falls back to the in-domain extractor

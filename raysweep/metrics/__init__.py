@@ -7,6 +7,7 @@ produced them is returned alongside and recorded with every number.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -24,11 +25,25 @@ RETAIN_CLIP, FORGET_CLIP = "retain/clip", "forget/clip"
 GROUPS = ("retain", "forget")
 
 
+def check_inception(choice: str) -> None:
+    """``eval.extractor=inception`` needs torch-fidelity's Inception weights on disk (raysweep never downloads):
+    a :class:`~raysweep.config.ConfigError` naming the file and where it goes, before any compute."""
+    if choice == "inception" and inception_weights_path() is None:
+        from raysweep.config import ConfigError
+        from raysweep.metrics.extractors import INCEPTION_FILE
+
+        where = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+        raise ConfigError(
+            f"eval.extractor=inception but {where} does not exist; download {INCEPTION_FILE} from "
+            "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE + " into that "
+            "folder (or set $TORCH_HOME), or use eval.extractor=auto / indomain"
+        )
+
+
 def resolve_extractor(choice: str, indomain_weights: str | None, indomain_label: str) -> Extractor:
     """``auto``: Inception when its weights are on disk, else the in-domain classifier."""
     if choice == "inception" or (choice == "auto" and inception_weights_path() is not None):
-        if inception_weights_path() is None and choice == "inception":
-            log.warning("Inception weights not found locally; torch-fidelity will try to download them")
+        check_inception(choice)
         return Extractor(INCEPTION, None, INCEPTION)
     if not indomain_weights:
         raise FileNotFoundError("the in-domain extractor has not been trained; run `raysweep pretrain` first")
