@@ -192,6 +192,7 @@ class EvalConfig:
     grid_images: int = 8  # rows per group in the sample grid
     part: str = "test"  # which held-out images are scored: test (reporting) | val (tuning; sweeps use it)
     threads: int = 0  # CPU threads for rank 0's evaluation (the other workers idle meanwhile); 0 = all cores
+    cross_validate: bool = False  # also App. E.2: the original outpaints around each completion (e2_fid / e2_is)
     clip_model: str = "ViT-H-14"  # open_clip model of the CLIP cosine (the paper's); any open_clip name
     clip_weights: str | None = None  # its weights file; None = $RAYSWEEP_WEIGHTS/open_clip_<model>.bin if present
 

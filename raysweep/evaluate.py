@@ -134,6 +134,12 @@ def score(
             sets[f"{g}, unlearned"] = outputs[g][:k]
         tsne_figure(clf, sets, out_dir / TSNE_FILE)
     result = {**new, **{f"original/{k}": v for k, v in orig.items()}}
+    if cfg.eval.cross_validate:  # App. E.2, for the model and, as the reference, for the original itself
+        from raysweep.metrics.crossval import cross_validation
+
+        args = (groups, cfg.eval.task, ext, device, cfg.eval.batch_size)
+        result.update(cross_validation(family, model, orig_model, *args))
+        result.update({f"original/{k}": v for k, v in cross_validation(family, orig_model, orig_model, *args).items()})
     result["forget/fid_ratio"] = new["forget/fid"] / max(orig["forget/fid"], 1e-12)
     result["retain/fid_ratio"] = new["retain/fid"] / max(orig["retain/fid"], 1e-12)
     payload = {

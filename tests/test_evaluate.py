@@ -37,6 +37,7 @@ def test_the_original_scored_as_a_checkpoint_has_ratio_one(cached, tmp_path, cap
             "--out",
             str(out),
             f"eval.part={part}",
+            f"eval.cross_validate={part == 'val'}",
         ]
     )
     assert code == 0, capsys.readouterr().err
@@ -52,6 +53,11 @@ def test_the_original_scored_as_a_checkpoint_has_ratio_one(cached, tmp_path, cap
     n = cfg.data.test_images_per_class if part == "test" else cfg.data.val_images_per_class
     assert m["eval_images_per_group"] == {"retain": 2 * n, "forget": 2 * n}
     assert f"scored on the {part} images" in capsys.readouterr().out
+    if part == "val":  # App. E.2: the original scored as the model under test equals its own reference
+        for g in ("retain", "forget"):
+            assert m[f"{g}/e2_fid"] == pytest.approx(m[f"original/{g}/e2_fid"])
+    else:
+        assert not any("e2_" in k for k in m)
 
 
 def test_a_missing_checkpoint_is_one_message(cached, tmp_path, capsys):
