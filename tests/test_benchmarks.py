@@ -57,3 +57,18 @@ def test_sampling_benchmark_compares_samplers_with_a_locally_trained_original(tm
     assert set(rows) == {"ddpm-100", "ddim-3", "dpmpp2m-3"}
     assert all(math.isfinite(r["retain"]) and r["s_per_image"] > 0 for r in rows.values())
     assert "| dpmpp2m-3 |" in capsys.readouterr().out
+
+
+def test_eval_cache_benchmark_times_an_empty_and_a_filled_reference_cache(tmp_path, capsys, monkeypatch):
+    import yaml
+
+    from benchmarks.eval_cache import main
+    from tests.conftest import tiny_dict
+
+    d = tiny_dict(tmp_path)
+    d["resources"]["runtime"] = "local"
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(d))
+    assert main(["--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "empty reference cache" in out and "ratio filled / empty" in out
