@@ -21,7 +21,7 @@ from raysweep.config import Config
 from raysweep.jobs import unlearn_job
 from raysweep.models import get_family
 from raysweep.models.checkpoints import save_atomic
-from raysweep.train import StepTimer, fit, run_job
+from raysweep.train import StepTimer, ensure_ray, fit, trainer
 
 WARMUP = 10
 
@@ -73,19 +73,30 @@ def plain(cfg: Config, original: str, steps: int) -> float:
         return float(out["img_per_s"])
 
 
+def bench_loop(config: dict) -> dict | None:
+    """The benchmark's Ray Train entry point: the same unlearn job and loop as a run, timed after a warm-up."""
+    from raysweep.train import RayHooks
+
+    hooks = RayHooks()
+    cfg, args = Config.from_dict(config["cfg"]), config["args"]
+    job = unlearn_job(cfg, original=args["original"], finish=lambda m, d: None)
+    timer = StepTimer(warmup=WARMUP, images_per_step=job.hyper.batch_size * hooks.world)
+    fit(job, hooks, on_step=timer, max_steps=WARMUP + args["steps"])
+    return {"img_per_s": timer.rate()} if hooks.rank == 0 else None
+
+
 def ray_train(cfg: Config, original: str, steps: int, storage: str) -> float:
-    res = run_job(
-        cfg,
-        "unlearn",
-        storage,
-        "bench",
-        original=original,
-        run_dir=storage,
-        extractor=None,
-        extractor_label="",
-        bench_steps={"warmup": WARMUP, "steps": steps},
-    )
-    return float(res["img_per_s"])
+    import sys
+
+    import ray.cloudpickle
+
+    # the workers get bench_loop by value: this file is not importable where they run
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ensure_ray()
+    res = trainer(cfg, "unlearn", storage, "bench", loop=bench_loop, original=original, steps=steps).fit()
+    if res.error:
+        raise res.error
+    return float(res.return_value["img_per_s"])
 
 
 def main(cfg: Config, steps: int = 60) -> int:

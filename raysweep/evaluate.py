@@ -17,6 +17,7 @@ from raysweep.config import Config
 from raysweep.data.datasets import load_dataset
 from raysweep.data.masks import apply_mask
 from raysweep.data.splits import eval_split
+from raysweep.jobs import RunSpec
 from raysweep.metrics import complete, evaluate, resolve_extractor
 from raysweep.metrics.clip import load_clip
 from raysweep.models import get_family, unwrap
@@ -172,31 +173,28 @@ def all_cores_while(fn: Callable[[], dict], threads: int) -> dict:
         torch.set_num_threads(before)
 
 
-def run_finisher(
-    cfg: Config,
-    rank: int,
-    run_dir: str,
-    original: str | None,
-    extractor: str | None,
-    extractor_label: str,
-    original_cache: str | None = None,
-    original_sha256: str = "",
-    **_: object,
-) -> Callable[[nn.Module, torch.device], dict | None]:
-    """``finish`` for the unlearn job (rank 0): save the weights, then :func:`score` them; adds the wall times."""
+def run_finisher(cfg: Config, spec: RunSpec) -> Callable[[nn.Module, torch.device], dict | None]:
+    """The unlearn job's ``finish`` (the loop calls it on rank 0 only): save the weights into ``spec.run_dir``,
+    then :func:`score` them; adds the wall times."""
     started = time.perf_counter()  # made right before the job is built and trained
 
     def finish(model: nn.Module, device: torch.device) -> dict | None:
-        if rank != 0:
-            return None
         t_train, t0 = time.perf_counter() - started, time.perf_counter()
-        out = Path(run_dir)
+        out = Path(spec.run_dir)
         out.mkdir(parents=True, exist_ok=True)
         # the trained weights first: an evaluation that dies must not lose the training
         save_atomic({"model": unwrap(model).state_dict(), "config": cfg.to_dict()}, out / MODEL_FILE)
         payload = all_cores_while(
             lambda: score(
-                cfg, model, out, original, extractor, extractor_label, device, original_cache, original_sha256
+                cfg,
+                model,
+                out,
+                spec.original,
+                spec.extractor,
+                spec.extractor_label,
+                device,
+                spec.original_cache,
+                spec.original_sha256,
             ),
             cfg.eval.threads,
         )
@@ -214,12 +212,12 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, out_dir: str | Path
     from raysweep.jobs import load_original
     from raysweep.models.checkpoints import read_state_dict, sha256
     from raysweep.pretrain import ensure_models
-    from raysweep.runner import job_kwargs
+    from raysweep.runner import run_spec
     from raysweep.train import use_gpu
 
     models = ensure_models(cfg)
-    kw = job_kwargs(cfg, Path(out_dir), models)
-    model = load_original(cfg, kw["original"])
+    spec = run_spec(cfg, Path(out_dir), models)
+    model = load_original(cfg, spec.original)
     model.load_state_dict(read_state_dict(checkpoint, key="model"))
     device = torch.device("cuda" if use_gpu(cfg) else "cpu")
     out = Path(out_dir)
@@ -229,12 +227,12 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, out_dir: str | Path
             cfg,
             model.to(device).eval(),
             out,
-            kw["original"],
-            kw["extractor"],
-            kw["extractor_label"],
+            spec.original,
+            spec.extractor,
+            spec.extractor_label,
             device,
-            kw["original_cache"],
-            kw["original_sha256"],
+            spec.original_cache,
+            spec.original_sha256,
         ),
         cfg.eval.threads,
     )

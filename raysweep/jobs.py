@@ -25,13 +25,12 @@ from torch.utils.data import Dataset, Subset
 
 from raysweep.config import Config
 from raysweep.data.datasets import load_dataset
-from raysweep.data.masks import kept_patches, task_mask
 from raysweep.data.splits import pretrain_indices, unlearn_split
 from raysweep.metrics.extractors import InDomainClassifier
 from raysweep.models import get_family, pretrain_options, unwrap
 from raysweep.models.checkpoints import read_state_dict, save_atomic
-from raysweep.unlearn.losses import METHODS, objective, ours, random_embedding_target, retain_truth
-from raysweep.unlearn.noise import LowRankSigma, sample_noise
+from raysweep.unlearn.losses import METHODS
+from raysweep.unlearn.noise import LowRankSigma
 
 log = logging.getLogger(__name__)
 
@@ -196,12 +195,48 @@ def extractor_job(cfg: Config, output: str, **_: Any) -> Job:
     return Job("extractor", net, list(net.parameters()), ds.training_view(), hyper, step, finish, seed=cfg.data.seed)
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """What an unlearning run needs besides its config: where it writes and what it starts from. Paths and content
+    hashes only (it crosses process boundaries as a dict: :meth:`to_dict` / :meth:`from_dict`)."""
+
+    run_dir: str
+    original: str | None  # the raysweep-pretrained original; None: the official checkpoint ``model.checkpoint``
+    original_sha256: str
+    extractor: str | None  # the in-domain extractor's weights
+    extractor_label: str
+    original_cache: str | None = None  # where the original's scores are cached
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunSpec:
+        return cls(**d)
+
+
+Finish = Callable[[nn.Module, torch.device], "dict | None"]
+
+
 def unlearn_job(
-    cfg: Config, original: str | None, finish: Callable[[nn.Module, torch.device], dict | None], **_: Any
+    cfg: Config, original: str | None = None, finish: Finish | None = None, spec: RunSpec | None = None
 ) -> Job:
-    """``unlearn.method`` on the original: Eq. 10 (``ours``) or a baseline (App. C.6). The student starts as the
-    original, the teacher is a frozen copy of it. Embedding methods train the encoder only (the decoder stays
-    bit-identical); objective methods train the full model (MAGE: the tokenizer stays frozen)."""
+    """``unlearn.method`` on the original (``spec.original`` when a spec is given): Eq. 10 (``ours``) or a baseline
+    (App. C.6), one :class:`~raysweep.unlearn.step.UnlearnStep` per batch. The student starts as the original, the
+    teacher is a frozen copy of it. Embedding methods train the encoder only (the decoder stays bit-identical);
+    objective methods train the full model (MAGE: the tokenizer stays frozen). The job owns its finish: with a
+    ``spec``, save the weights into ``spec.run_dir`` and score them (:func:`raysweep.evaluate.run_finisher`);
+    ``finish`` replaces that (tests, benchmarks)."""
+    from raysweep.unlearn.step import UnlearnStep
+
+    if spec is not None:
+        original = spec.original
+    if finish is None:
+        if spec is None:
+            raise ValueError("unlearn_job needs a RunSpec (where to write and score) or an explicit finish")
+        from raysweep.evaluate import run_finisher
+
+        finish = run_finisher(cfg, spec)
     family = get_family(cfg.model.family)
     method = METHODS[cfg.unlearn.method]
     student = load_original(cfg, original)
@@ -228,51 +263,14 @@ def unlearn_job(
         u.log_every,
         **_runtime(cfg),
     )
-    state = {"step": 0}
     sigma = _lowrank_sigma(cfg, family, teacher, ds, split) if u.noise == "lowrank" else None
-
-    def step(m: nn.Module, batch: Any, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        images, is_forget = batch
-        state["step"] += 1
-        use_task = u.train_mask == "task" or (u.train_mask == "mixed" and state["step"] % 2 == 0)
-        ctx = None
-        if use_task:
-            size, patch = images.shape[-1], family.patch_size(m)
-            mask = task_mask(cfg.eval.task, images.shape[0], size, patch, gen, images.device)
-            ctx = {"mask": mask, "n_keep": kept_patches(cfg.eval.task, size, patch)}
-        mean, std = family.input_stats(teacher)
-        if method.kind == "objective":  # App. C.6.1-C.6.3: the full model on its own objective
-            with torch.no_grad():
-                noise = sample_noise(u.noise, images, mean, std, gen, sigma)
-                rows = is_forget.view(-1, 1, 1, 1)
-                truth = {
-                    "images": images,
-                    "noise": torch.where(rows, noise, images),
-                    "retain": retain_truth(images, is_forget, noise),
-                }[method.truth]
-            per_sample, ctx = family.own_loss(m, images, truth, ctx, gen)
-            cap = None
-            if method.sign < 0:  # max_loss: bounded by the original's own loss on the same draws
-                with torch.no_grad():
-                    cap = u.max_loss_cap * family.own_loss(teacher, images, truth, ctx)[0]
-            return objective(per_sample, is_forget, u.alpha, method.sign, cap)
-        z, ctx = family.encode(m, images, ctx, gen)  # student
-        with torch.no_grad():
-            if method.name == "random_encoder":  # App. C.6.4: forget rows -> random embeddings
-                target = random_embedding_target(family.encode(teacher, images, ctx)[0], is_forget, gen)
-            else:  # Eq. 10: the original's embedding of x_r, or of the noise n for forget rows
-                noise = sample_noise(u.noise, images, mean, std, gen, sigma)
-                t_in, t_ctx = family.forget_input(images, noise, is_forget, ctx, u.noise)
-                target, _ = family.encode(teacher, t_in, t_ctx)  # teacher shares the masks
-        return ours(z, target, is_forget, u.alpha, u.loss_form)
-
     return Job(
         "unlearn",
         student,
         params,
         FlaggedSubset(ds.training_view(), split.indices, split.is_forget),
         hyper,
-        step,
+        UnlearnStep(family, method, teacher, u, cfg.eval.task, sigma),
         finish,
         frozen=[teacher],
         seed=cfg.seed,

@@ -12,6 +12,7 @@ import yaml
 
 from raysweep.config import Config
 from raysweep.evaluate import METRICS_FILE
+from raysweep.jobs import RunSpec
 from raysweep.paths import cache_dir, results_dir
 from raysweep.pretrain import Models, ensure_models
 
@@ -37,8 +38,9 @@ def run_dir_for(cfg: Config) -> Path:
     return d
 
 
-def job_kwargs(cfg: Config, run_dir: Path, models: Models | None = None) -> dict:
-    """What an unlearn job needs besides the config (paths only: they cross process boundaries)."""
+def run_spec(cfg: Config, run_dir: Path, models: Models | None = None) -> RunSpec:
+    """What an unlearn job needs besides the config: its folder, the original and the extractor (their paths and
+    content hashes) and where the original's scores are cached."""
     from raysweep import cache
     from raysweep.metrics.clip import clip_label
     from raysweep.models.checkpoints import sha256
@@ -60,14 +62,14 @@ def job_kwargs(cfg: Config, run_dir: Path, models: Models | None = None) -> dict
             "clip": clip_label(cfg.eval.clip_model, cfg.eval.clip_weights),
         },
     )
-    return {
-        "run_dir": str(run_dir),
-        "original": str(original) if original else None,
-        "original_sha256": orig_sha,
-        "extractor": str(models.extractor),
-        "extractor_label": models.extractor_label,
-        "original_cache": str(cache_dir() / "original_metrics" / f"{key}.json"),
-    }
+    return RunSpec(
+        run_dir=str(run_dir),
+        original=str(original) if original else None,
+        original_sha256=orig_sha,
+        extractor=str(models.extractor),
+        extractor_label=models.extractor_label,
+        original_cache=str(cache_dir() / "original_metrics" / f"{key}.json"),
+    )
 
 
 def preflight(cfg: Config) -> None:
@@ -105,9 +107,9 @@ def unlearn(cfg: Config) -> tuple[Path, dict]:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     models = ensure_models(cfg)
-    kwargs = job_kwargs(cfg, run_dir, models)
+    spec = run_spec(cfg, run_dir, models)
     t = time.perf_counter()
-    run_job(cfg, "unlearn", run_dir, "train", **kwargs)
+    run_job(cfg, "unlearn", run_dir, "train", spec=spec)
     metrics = json.loads((run_dir / METRICS_FILE).read_text())
     # wall times of this command's steps (pretraining and the extractor are 0 when they came from the cache)
     metrics["seconds"] = {

@@ -298,25 +298,24 @@ def _quiet_reports() -> None:
         pass
 
 
-def train_loop_per_worker(config: dict) -> dict | None:
-    """Ray Train entry point: ``{"job": name, "cfg": Config.to_dict(), **job kwargs}``."""
+def build_job(config: dict) -> tuple[Config, Job]:
+    """The job a Ray Train config names: ``{"job": name, "cfg": Config.to_dict(), "args": {...}}`` (an unlearn
+    job's ``spec`` travels as a dict)."""
     from raysweep import jobs
 
+    cfg = Config.from_dict(config["cfg"])
+    args = dict(config.get("args", {}))
+    if "spec" in args:
+        args["spec"] = jobs.RunSpec.from_dict(args["spec"])
+    return cfg, jobs.JOBS[config["job"]](cfg, **args)
+
+
+def train_loop_per_worker(config: dict) -> dict | None:
+    """Ray Train entry point: build the job, run the loop."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     _quiet_reports()
-    cfg = Config.from_dict(config["cfg"])
     hooks = RayHooks()
-    kwargs = {k: v for k, v in config.items() if k not in ("job", "cfg")}
-    if config["job"] == "unlearn":
-        from raysweep.evaluate import run_finisher
-
-        kwargs["finish"] = run_finisher(cfg, hooks.rank, **kwargs)
-    bench = kwargs.pop("bench_steps", None)
-    job = jobs.JOBS[config["job"]](cfg, **kwargs)
-    if bench:  # benchmarks/throughput.py: steady-state images/s of this loop
-        timer = StepTimer(warmup=bench["warmup"], images_per_step=job.hyper.batch_size * hooks.world)
-        fit(job, hooks, on_step=timer, max_steps=bench["warmup"] + bench["steps"])
-        return {"img_per_s": timer.rate()} if hooks.rank == 0 else None
+    _, job = build_job(config)
     return fit(job, hooks)
 
 
@@ -346,7 +345,8 @@ def trainer(
     name: str,
     callbacks: list | None = None,
     max_failures: int = 1,
-    **job_kwargs: Any,
+    loop: Callable[[dict], dict | None] | None = None,
+    **job_args: Any,
 ):
     """A TorchTrainer for ``job`` with the configured workers (DDP; gloo on CPU, NCCL on GPU)."""
     import ray.train
@@ -357,8 +357,8 @@ def trainer(
     if gpu:
         res["GPU"] = cfg.resources.gpus_per_worker
     return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"job": job, "cfg": cfg.to_dict(), **job_kwargs},
+        loop or train_loop_per_worker,
+        train_loop_config=_loop_config(cfg, job, job_args),
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.resources.num_workers, use_gpu=gpu, resources_per_worker=res
         ),
@@ -372,26 +372,26 @@ def trainer(
     )
 
 
-def run_local(cfg: Config, job: str, **job_kwargs: Any) -> dict | None:
+def _loop_config(cfg: Config, job: str, job_args: dict) -> dict:
+    args = {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in job_args.items()}
+    return {"job": job, "cfg": cfg.to_dict(), "args": args}
+
+
+def run_local(cfg: Config, job: str, **job_args: Any) -> dict | None:
     """``resources.runtime=local``: ``job`` in this process as one worker (the GPU when ``use_gpu``), without Ray:
     for debugging, and for a GPU machine without Ray. Same loop, same job; no resume after a crash."""
-    from raysweep import jobs
-
-    hooks = LocalHooks("cuda" if use_gpu(cfg) else "cpu")
-    if job == "unlearn":
-        from raysweep.evaluate import run_finisher
-
-        job_kwargs["finish"] = run_finisher(cfg, 0, **job_kwargs)
-    return fit(jobs.JOBS[job](cfg, **job_kwargs), hooks)
+    _, built = build_job(_loop_config(cfg, job, job_args))
+    return fit(built, LocalHooks("cuda" if use_gpu(cfg) else "cpu"))
 
 
-def run_job(cfg: Config, job: str, storage: str | Path, name: str, **job_kwargs: Any) -> dict | None:
-    """Run ``job`` in Ray Train workers and return rank 0's result (resumes a run of the same name);
-    ``resources.runtime=local`` runs it in this process instead (:func:`run_local`)."""
+def run_job(cfg: Config, job: str, storage: str | Path, name: str, **job_args: Any) -> dict | None:
+    """Run ``job`` (its :data:`raysweep.jobs.JOBS` builder's arguments in ``job_args``) in Ray Train workers and
+    return rank 0's result (resumes a run of the same name); ``resources.runtime=local`` runs it in this process
+    instead (:func:`run_local`)."""
     if cfg.resources.runtime == "local":
-        return run_local(cfg, job, **job_kwargs)
+        return run_local(cfg, job, **job_args)
     ensure_ray()
-    result = trainer(cfg, job, storage, name, **job_kwargs).fit()
+    result = trainer(cfg, job, storage, name, **job_args).fit()
     if result.error:
         raise result.error
     return result.return_value

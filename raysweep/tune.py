@@ -75,7 +75,7 @@ def trial(params: dict, base: dict, storage: str) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from raysweep.runner import job_kwargs
+    from raysweep.runner import run_spec
     from raysweep.train import trainer
 
     cfg = Config.from_dict(base).replace(**params)
@@ -90,7 +90,7 @@ def trial(params: dict, base: dict, storage: str) -> None:
             Path(storage) / "train",
             f"train-{trial_id}",
             callbacks=[TuneReportCallback()],
-            **job_kwargs(cfg, run_dir),
+            spec=run_spec(cfg, run_dir),
         ).fit()
         if result.error:
             raise result.error
