@@ -253,6 +253,7 @@ class SweepConfig:
     asha_mode: str = "min"
     asha_grace_epochs: int = 1
     tune_on: str = "val"  # the images trials are scored on (val); the front is then re-scored on test
+    rescore: str = "front"  # which trials are re-scored on the test images: front | all (ablations)
     space: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -267,6 +268,7 @@ class SweepConfig:
         _check_choice("sweep.asha_mode", self.asha_mode, ["min", "max"])
         _check_range("sweep.asha_grace_epochs", self.asha_grace_epochs, 1)
         _check_choice("sweep.tune_on", self.tune_on, ["val", "test"])
+        _check_choice("sweep.rescore", self.rescore, ["front", "all"])
 
 
 @dataclass(frozen=True)

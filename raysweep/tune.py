@@ -233,7 +233,7 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
             )
         )
     if cfg.sweep.tune_on != "test":
-        rescore_on_test(cfg, storage, pareto_front(points))
+        rescore_on_test(cfg, storage, points if cfg.sweep.rescore == "all" else pareto_front(points))
     return _finish(cfg, name, storage, uri, parent, points, log_frontier)
 
 
