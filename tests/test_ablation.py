@@ -64,3 +64,31 @@ def test_a_two_point_ablation_runs_through_tune_and_logs_its_table(tmp_path):
     table = next(Path(tmp_path / "results" / "sweeps").glob("*/ablation.csv"))
     rows = list(csv.DictReader(open(table)))
     assert all(float(r["forget/fid_ratio"]) > 0 for r in rows)  # test-image numbers for every point
+
+
+def test_the_task_ablation_scores_one_model_on_every_task(tmp_path):
+    """experiments/ablate_tasks.py on the tiny original scored as a checkpoint: every task has ratio 1."""
+    import os
+    from pathlib import Path
+
+    from raysweep.jobs import extractor_job, pretrain_job
+    from raysweep.pretrain import extractor_path, original_path
+    from raysweep.train import LocalHooks, fit
+
+    d = tiny_dict(tmp_path)
+    d["pretrain"]["epochs"] = 1
+    cfg = Config.from_dict(d)
+    fit(pretrain_job(cfg, output=str(original_path(cfg))), LocalHooks())
+    fit(extractor_job(cfg, output=str(extractor_path(cfg))), LocalHooks())
+    p = tmp_path / "t.yaml"
+    p.write_text(yaml.safe_dump(cfg.to_dict()))
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run(
+        [sys.executable, str(root / "experiments" / "ablate_tasks.py"), "--config", str(p),
+         "--checkpoint", str(original_path(cfg)), "--ratios", "0.25", "0.75"],
+        cwd=root, env=dict(os.environ), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    rows = list(csv.DictReader(open(original_path(cfg).parent / "tasks" / "tasks.csv")))
+    assert {(r["task"], float(r["ratio"])) for r in rows} >= {("outpaint", 0.5), ("random", 0.75), ("center", 0.75)}
+    assert all(abs(float(r["forget/fid_ratio"]) - 1.0) < 1e-6 for r in rows)
