@@ -4,7 +4,9 @@ FID up); every trial is an MLflow child run, the trade-off frontier is a plot an
     python experiments/tune_alpha.py [--config PATH ...] [key=value ...] [--smoke-test] [--resume]
 
 --config once per model family (a YAML path or a packaged config's name), e.g. --config mae_fmnist
---config mage_fmnist (one study per family).
+--config mage_fmnist (one study per family); --families mae,mage,palette is the same for the packaged configs.
+With several studies, one umbrella MLflow run holds the studies' parent runs and a figure with every family's
+front, each against its own original (FID ratios).
 """
 
 import argparse
@@ -20,16 +22,22 @@ p.add_argument(
     help="YAML config or packaged config name, once per model family "
     f"(default: {DEFAULT_CONFIG}, the embedded default)",
 )
+p.add_argument("--families", help="comma-separated families of the packaged configs, e.g. mae,mage,palette")
 p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. sweep.num_samples=16")
 p.add_argument("--smoke-test", action="store_true", help="2 tiny trials: checks the whole sweep in minutes")
 p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same config")
 args = p.parse_args()
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-for path in args.config or [DEFAULT_CONFIG]:  # one study per family
+configs = list(args.config or [])
+if args.families:
+    configs += [f"{f.strip()}_fmnist" for f in args.families.split(",") if f.strip()]
+results = []
+for path in configs or [DEFAULT_CONFIG]:  # one study per family
     cfg = load_config(path, args.overrides)
     if args.smoke_test:
         cfg = cfg.replace(**SMOKE_TEST, smoke_test=True)
     res = run_sweep(cfg, resume=args.resume)
+    results.append(res)
     o = res.points[0].extra if res.points else {}
     print(
         f"\n{res.name}: {len(res.points)} trials, {len(res.front)} on the front (scored on the {cfg.sweep.tune_on} "
@@ -48,3 +56,10 @@ for path in args.config or [DEFAULT_CONFIG]:  # one study per family
             )
     print(f"frontier plot: {res.files[1]}\nfrontier CSV:  {res.files[0]}")
     print(f"MLflow UI:     mlflow ui --backend-store-uri {res.tracking_uri} --host 127.0.0.1   (or: raysweep ui)")
+if len(results) > 1:  # the studies side by side: one figure, one umbrella run
+    from raysweep.frontier import plot_fronts
+    from raysweep.tracking import umbrella_run
+
+    fig = plot_fronts({r.name: r.points for r in results}, results[0].storage.parent / "fronts.png")
+    run = umbrella_run(results[0].tracking_uri, cfg.tracking.experiment, [r.parent_run for r in results], [fig])
+    print(f"all fronts: {fig} (MLflow run {run}, parent of the {len(results)} studies)")

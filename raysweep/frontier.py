@@ -80,6 +80,39 @@ def write_csv(points: Sequence[Point], path: str | Path) -> Path:
     return path
 
 
+def plot_fronts(studies: dict[str, Sequence[Point]], path: str | Path) -> Path:
+    """Several studies (one per family) in one figure: each trial and front as FID ratios to its own original
+    (``extra["original/retain/fid"]`` / ``["original/forget/fid"]``), so that families with different FID scales
+    share the axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    for name, points in studies.items():
+        pts = [p for p in points if p.valid and "original/retain/fid" in p.extra]
+        if not pts:
+            continue
+        r0, f0 = pts[0].extra["original/retain/fid"], pts[0].extra["original/forget/fid"]
+        rel = [Point(p.trial, p.retain_fid / r0, p.forget_fid / f0, p.params, p.extra) for p in pts]
+        (line,) = ax.plot([], [])
+        colour = line.get_color()
+        ax.scatter([p.retain_fid for p in rel], [p.forget_fid for p in rel], color=colour, alpha=0.5, s=18)
+        front = pareto_front(rel)
+        ax.plot([p.retain_fid for p in front], [p.forget_fid for p in front], "-", color=colour, label=name)
+    ax.scatter([1.0], [1.0], marker="*", s=220, color="gold", edgecolor="k", zorder=5, label="each original")
+    ax.set_xlabel("retain FID / original's (lower is better)")
+    ax.set_ylabel("forget FID / original's (higher = more forgotten)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot(
     points: Sequence[Point],
     path: str | Path,

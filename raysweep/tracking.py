@@ -162,6 +162,21 @@ def log_frontier(uri: str, parent_id: str, files: list[Path], summary: dict) -> 
     client.set_terminated(parent_id)
 
 
+def umbrella_run(uri: str, experiment: str, parents: list[str], files: list[Path]) -> str:
+    """One run holding several studies: their parent runs become its children (``mlflow.parentRunId``), the
+    combined figures its artifacts."""
+    client = _client(uri)
+    exp = _experiment_id(client, experiment)
+    run = client.create_run(exp, run_name=f"studies-{len(parents)}", tags={SWEEP_TAG + ".studies": ",".join(parents)})
+    rid = run.info.run_id
+    for p in parents:
+        client.set_tag(p, "mlflow.parentRunId", rid)
+    for f in files:
+        client.log_artifact(rid, str(f))
+    client.set_terminated(rid)
+    return rid
+
+
 def child_runs(uri: str, experiment: str, sweep: str | None = None) -> tuple[str, list[dict]]:
     """(parent run id, [{"trial", "params", "metrics"}]) of a sweep (the newest one when ``sweep`` is None)."""
     client = _client(uri)

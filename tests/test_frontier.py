@@ -38,3 +38,24 @@ def test_csv_and_plot(tmp_path):
     assert rows[0]["unlearn.noise"] == "gaussian" and "forget/is" in rows[0]
     png = plot(pts, tmp_path / "f.png", original=(9.0, 20.0))
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_several_studies_share_one_figure_and_one_umbrella_run(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from raysweep.frontier import Point, plot_fronts
+    from raysweep.tracking import umbrella_run
+
+    def pts(scale):
+        extra = {"original/retain/fid": 2.0 * scale, "original/forget/fid": 1.0 * scale}
+        return [Point(f"t{i}", (2.0 + i) * scale, (1.0 + 2 * i) * scale, {}, extra) for i in range(3)]
+
+    fig = plot_fronts({"mae": pts(1.0), "palette": pts(30.0)}, tmp_path / "fronts.png")
+    assert fig.stat().st_size > 0
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("x")
+    parents = [client.create_run(exp).info.run_id for _ in range(2)]
+    rid = umbrella_run(uri, "x", parents, [fig])
+    assert all(client.get_run(p).data.tags["mlflow.parentRunId"] == rid for p in parents)
+    assert [a.path for a in client.list_artifacts(rid)] == ["fronts.png"]
