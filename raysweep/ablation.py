@@ -71,6 +71,36 @@ def run_ablation(cfg: Config, axis: str, values: list, seeds: int = 1, resume: b
     return ab
 
 
+def plot_lines(lines: dict[str, Ablation], path: Path, title: str, x_label: str, x_of=lambda v: v) -> Path:
+    """Several ablations over the same axis in one figure: one line per entry (e.g. real / proxy / both retain),
+    retain and forget FID ratio in two panels, 95 % CI bars; ``x_of`` maps an axis value to the x coordinate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=120)
+    for ax, (m, label) in zip(
+        axes, (("retain/fid_ratio", "retain FID / original"), ("forget/fid_ratio", "forget FID / original"))
+    ):
+        for name, ab in lines.items():
+            pts = [(x_of(v), s[m]) for v, s, _ in ab.rows if m in s]
+            if pts:
+                ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] for p in pts], marker="o",
+                            capsize=3, label=name)  # fmt: skip
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+        ax.set_xscale("log")
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def write_table(ab: Ablation, md: Path, csv_path: Path) -> Path:
     cols = [m for m in METRICS if any(m in s for _, s, _ in ab.rows)]
     lines = [f"| {ab.axis} | seeds | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]

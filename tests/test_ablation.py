@@ -92,3 +92,13 @@ def test_the_task_ablation_scores_one_model_on_every_task(tmp_path):
     rows = list(csv.DictReader(open(original_path(cfg).parent / "tasks" / "tasks.csv")))
     assert {(r["task"], float(r["ratio"])) for r in rows} >= {("outpaint", 0.5), ("random", 0.75), ("center", 0.75)}
     assert all(abs(float(r["forget/fid_ratio"]) - 1.0) < 1e-6 for r in rows)
+
+
+def test_lines_of_several_ablations_share_one_figure(tmp_path):
+    from raysweep.ablation import plot_lines
+
+    def ab(shift):
+        rows = [(r, {"retain/fid_ratio": (1 + shift / r, 0.01), "forget/fid_ratio": (2.0, 0.1)}, 1) for r in (0.1, 1)]
+        return Ablation("data.retain_ratio", tmp_path, rows, [], "test")
+
+    assert plot_lines({"real": ab(0.1), "both": ab(0.01)}, tmp_path / "l.png", "t", "n", lambda r: r * 10).is_file()
