@@ -138,12 +138,6 @@ def plot(ab: Ablation, path: Path, title: str) -> Path:
     else:
         ax.set_xticks(xs, [str(v) for v, _, _ in ab.rows])
     ax.axhline(1.0, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel(ab.axis)
-    ax.set_ylabel("FID ratio to the original")
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    from raysweep.frontier import finish_figure
+
+    return finish_figure(fig, ax, path, ab.axis, "FID ratio to the original", title)

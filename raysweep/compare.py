@@ -188,15 +188,9 @@ def frontier_figure(res: Comparison, path: Path, title: str) -> Path:
             ax.scatter(rx, fy, marker="*", s=220, color="gold", edgecolor="k", zorder=5, label="original")
         else:
             ax.errorbar(rx, fy, xerr=rh, yerr=fh, fmt="o", capsize=3, label=method)
-    ax.set_xlabel("retain FID (lower is better)")
-    ax.set_ylabel("forget FID (higher = more forgotten)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    from raysweep.frontier import FORGET_AXIS, RETAIN_AXIS, finish_figure
+
+    return finish_figure(fig, ax, path, RETAIN_AXIS, FORGET_AXIS, title)
 
 
 def _parent_run(uri: str, cfg: Config, name: str, methods: list[str], seeds: int) -> str:

@@ -90,17 +90,7 @@ def sample_grid(
     save_image(torch.stack(tiles), path, nrow=4, padding=2, pad_value=1.0)
 
 
-def score(
-    cfg: Config,
-    model: nn.Module,
-    out_dir: Path,
-    original: str | None,
-    extractor: str | None,
-    extractor_label: str,
-    device: torch.device,
-    original_cache: str | None = None,
-    original_sha256: str = "",
-) -> dict:
+def score(cfg: Config, model: nn.Module, out_dir: Path, spec: RunSpec, device: torch.device) -> dict:
     """Score ``model`` and the original on the ``cfg.eval.part`` images (test or val) of ``cfg.eval.task``: write
     ``metrics.json`` and ``samples.png`` into ``out_dir`` and return the metrics. ``out_dir/unlearned.pt``, when it
     exists, is the scored model's file (its sha256 is recorded)."""
@@ -109,14 +99,14 @@ def score(
     from raysweep.models.checkpoints import sha256
 
     family = get_family(cfg.model.family)
-    ext = resolve_extractor(cfg.eval.extractor, extractor, extractor_label)
+    ext = resolve_extractor(cfg.eval.extractor, spec.extractor, spec.extractor_label)
     held = heldout_groups(cfg, cfg.eval.part)
     groups = {g: x for g, (x, _) in held.items()}
     labels = {g: y for g, (_, y) in held.items()}
-    clf = load_classifier(extractor).to(device).eval() if extractor else None  # classifier-on-outputs
+    clf = load_classifier(spec.extractor).to(device).eval() if spec.extractor else None  # classifier-on-outputs
     clip = load_clip(cfg.eval.clip_model, cfg.eval.clip_weights, device)  # None without the weights on disk
-    orig_model = load_original(cfg, original).to(device).eval()
-    orig = original_metrics(cfg, family, orig_model, groups, ext, device, original_cache, labels, clf, clip)
+    orig_model = load_original(cfg, spec.original).to(device).eval()
+    orig = original_metrics(cfg, family, orig_model, groups, ext, device, spec.original_cache, labels, clf, clip)
     new, outputs = evaluate(family, model, groups, cfg.eval.task, ext, device, cfg.eval.batch_size, labels, clf, clip)
     n = cfg.eval.grid_images
     heads = {g: x[:n] for g, x in groups.items()}
@@ -150,9 +140,9 @@ def score(
         "generation": family.generation(unwrap(model)),
         "eval_images_per_group": {g: len(x) for g, x in groups.items()},
         "eval_part": cfg.eval.part,
-        "original_sha256": original_sha256,
+        "original_sha256": spec.original_sha256,
         "unlearned_sha256": sha256(out_dir / MODEL_FILE) if (out_dir / MODEL_FILE).is_file() else None,
-        "extractor_sha256": sha256(extractor) if extractor else None,
+        "extractor_sha256": sha256(spec.extractor) if spec.extractor else None,
         "seed": cfg.seed,
         "provenance": provenance(),  # package versions and the source commit
     }
@@ -185,17 +175,7 @@ def run_finisher(cfg: Config, spec: RunSpec) -> Callable[[nn.Module, torch.devic
         # the trained weights first: an evaluation that dies must not lose the training
         save_atomic({"model": unwrap(model).state_dict(), "config": cfg.to_dict()}, out / MODEL_FILE)
         payload = all_cores_while(
-            lambda: score(
-                cfg,
-                model,
-                out,
-                spec.original,
-                spec.extractor,
-                spec.extractor_label,
-                device,
-                spec.original_cache,
-                spec.original_sha256,
-            ),
+            lambda: score(cfg, model, out, spec, device),
             cfg.eval.threads,
         )
         payload["seconds"] = {"train": round(t_train, 1), "evaluate": round(time.perf_counter() - t0, 1)}
@@ -223,17 +203,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, out_dir: str | Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = all_cores_while(
-        lambda: score(
-            cfg,
-            model.to(device).eval(),
-            out,
-            spec.original,
-            spec.extractor,
-            spec.extractor_label,
-            device,
-            spec.original_cache,
-            spec.original_sha256,
-        ),
+        lambda: score(cfg, model.to(device).eval(), out, spec, device),
         cfg.eval.threads,
     )
     payload["checkpoint"] = str(Path(checkpoint).resolve())

@@ -80,6 +80,26 @@ def write_csv(points: Sequence[Point], path: str | Path) -> Path:
     return path
 
 
+RETAIN_AXIS, FORGET_AXIS = "retain FID (lower is better)", "forget FID (higher = more forgotten)"
+
+
+def finish_figure(fig, ax, path: str | Path, xlabel: str, ylabel: str, title: str | None = None) -> Path:
+    """Labels, grid and legend on ``ax``; save ``fig`` to ``path`` and close it (every raysweep plot ends here)."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_fronts(studies: dict[str, Sequence[Point]], path: str | Path) -> Path:
     """Several studies (one per family) in one figure: each trial and front as FID ratios to its own original
     (``extra["original/retain/fid"]`` / ``["original/forget/fid"]``), so that families with different FID scales
@@ -102,15 +122,7 @@ def plot_fronts(studies: dict[str, Sequence[Point]], path: str | Path) -> Path:
         front = pareto_front(rel)
         ax.plot([p.retain_fid for p in front], [p.forget_fid for p in front], "-", color=colour, label=name)
     ax.scatter([1.0], [1.0], marker="*", s=220, color="gold", edgecolor="k", zorder=5, label="each original")
-    ax.set_xlabel("retain FID / original's (lower is better)")
-    ax.set_ylabel("forget FID / original's (higher = more forgotten)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return finish_figure(fig, ax, path, "retain FID / original's (lower is better)", "forget FID / original's (higher)")
 
 
 def plot(
@@ -149,13 +161,4 @@ def plot(
         ax.plot([p.retain_fid for p in front], [p.forget_fid for p in front], "k--", lw=1, label="Pareto front")
     if original:
         ax.scatter(*original, marker="*", s=220, color="gold", edgecolor="k", zorder=5, label="original model")
-    ax.set_xlabel("retain FID (lower is better)")
-    ax.set_ylabel("forget FID (higher = more forgotten)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return finish_figure(fig, ax, path, RETAIN_AXIS, FORGET_AXIS, title)
