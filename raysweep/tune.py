@@ -132,7 +132,9 @@ def _searcher(cfg: Config):
 
     s = cfg.sweep
     if any("grid" in spec for spec in s.space.values()):
-        return BasicVariantGenerator(random_state=s.seed)  # Optuna takes no grid_search
+        # Optuna takes no grid_search; Tune ignores max_concurrent_trials for a given BasicVariantGenerator, so it
+        # gets the limit itself (else every grid point starts at once and their Train workers starve on 2 cores)
+        return BasicVariantGenerator(random_state=s.seed, max_concurrent=cfg.resources.max_concurrent_trials)
     if len(s.metrics) == 1:
         return OptunaSearch(metric=s.metrics[0], mode=s.modes[0], seed=s.seed)
     return OptunaSearch(metric=list(s.metrics), mode=list(s.modes), seed=s.seed)  # multi-objective TPE

@@ -47,3 +47,12 @@ def test_sweep_name_is_stable_and_has_no_timestamp():
     a, b = load_config(DEFAULT), load_config(DEFAULT)
     assert sweep_name(a) == sweep_name(b)
     assert sweep_name(a) != sweep_name(a.replace(**{"sweep.num_samples": 3}))
+
+
+def test_grid_sweeps_keep_the_concurrency_limit(tiny_cfg):
+    """Tune ignores max_concurrent_trials for a given BasicVariantGenerator: the grid searcher carries it itself."""
+    from raysweep.tune import _searcher
+
+    cfg = tiny_cfg.replace(**{"sweep.space": {"unlearn.alpha": {"grid": [0.1, 1.0]}}})
+    assert _searcher(cfg).max_concurrent == 1
+    assert _searcher(cfg.replace(**{"resources.max_concurrent_trials": 3})).max_concurrent == 3
