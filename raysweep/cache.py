@@ -52,17 +52,17 @@ class Producer:
 PRODUCERS: dict[str, Producer] = {
     # v2: pretraining mixes I2I task masks into MAE's random masking; per-class image order independent of the
     # class lists; ``pretrain.seed``
-    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "3cf5fc0e9a9a7800"),
+    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "0c80c3bfb04b692a"),
     "original:mage": Producer(
         2,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "406d359a6540c0a2",
+        "0cd723c471b7e293",
     ),
     "original:palette": Producer(
-        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "0431b33271c4c8ae"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "dd71ffb436c2d4ad"
     ),
     "extractor": Producer(
-        2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "a3d9285386327147"
+        2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "e1948df55fb85f19"
     ),
     # features of the fixed reference images (torch-fidelity's cache) and the metrics computed from them
     "reference": Producer(

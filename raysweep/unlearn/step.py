@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from raysweep.config import UnlearnConfig
+from raysweep.config import TaskConfig, UnlearnConfig
 from raysweep.data.masks import kept_patches, task_mask
 from raysweep.unlearn.losses import Method, objective, ours, random_embedding_target, retain_truth
 from raysweep.unlearn.noise import LowRankSigma, sample_noise
@@ -26,7 +26,7 @@ class UnlearnStep:
     method: Method
     teacher: nn.Module  # the frozen original
     settings: UnlearnConfig
-    task: Any  # the evaluation task (TaskConfig): the hole of task-mask steps
+    task: TaskConfig  # the evaluation task: the hole of task-mask steps
     sigma: LowRankSigma | None = None  # unlearn.noise=lowrank
     steps: int = field(default=0, init=False)
 
