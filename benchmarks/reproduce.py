@@ -63,16 +63,16 @@ def machine() -> str:
     )
 
 
-def run(cmd: list[str], env: dict, log: Path) -> tuple[float, str]:
-    """Run ``cmd`` in the checkout, streaming its output to ``log``; returns (seconds, output)."""
+def run(cmd: list[str], env: dict, log: Path) -> tuple[float, str, int]:
+    """Run ``cmd`` in the checkout, streaming its output to ``log``; returns (seconds, output, exit status)."""
     print("$ " + " ".join(cmd), flush=True)
     t = time.perf_counter()
     with open(log, "w") as f:
         p = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, text=True)
     out = log.read_text()
     if p.returncode != 0:
-        raise SystemExit(f"command failed (exit {p.returncode}), log: {log}\n{out[-3000:]}")
-    return time.perf_counter() - t, out
+        print(f"command failed (exit {p.returncode}), log: {log}\n{out[-3000:]}", flush=True)
+    return time.perf_counter() - t, out, p.returncode
 
 
 def fmt_s(s: float) -> str:
@@ -120,21 +120,27 @@ def main() -> int:
     ]
     sweep_lines: list[str] = []
     if args.sweep:
-        secs, out = run([sys.executable, "experiments/tune_alpha.py", *common], env, work / "logs" / "sweep.log")
+        secs, out, rc = run([sys.executable, "experiments/tune_alpha.py", *common], env, work / "logs" / "sweep.log")
         front = [ln.strip() for ln in out.splitlines() if re.match(r"\s+\S+: retain FID", ln)]
+        status = f"**{fmt_s(secs)}** wall" if rc == 0 else f"**failed** (exit {rc}) after {fmt_s(secs)}"
         sweep_lines = [
-            f"**`python experiments/tune_alpha.py`** from an empty cache: **{fmt_s(secs)}** wall "
-            f"(pretraining, extractor, quality gate and {len(front)} trials on the front):",
+            f"**`python experiments/tune_alpha.py`** from an empty cache: {status} "
+            f"(pretraining, extractor, quality gate, the trials, and the {len(front)} trials on the front re-scored "
+            "on the test images):",
             "",
             "```",
             *[
                 ln
                 for ln in out.splitlines()
-                if "trials," in ln or "on the test images" in ln or re.match(r"\s+\S+: retain FID", ln)
+                if "trials," in ln
+                or "on the test images" in ln
+                or ln.startswith("time (s):")
+                or re.match(r"\s+\S+: retain FID", ln)
             ],
             "```",
             "",
         ]
+        write_block(ROOT / args.out, lines + sweep_lines, [], families, [])
     rows, pictures = [], []
     for fam in families:
         for seed in seeds:
@@ -152,25 +158,41 @@ def main() -> int:
                     f"data.retain_classes={retain}".replace(" ", ""),
                     *common,
                 ]
-                secs, out = run(cmd, env, work / "logs" / f"{fam}-s{seed}-{split}.log")
+                log = work / "logs" / f"{fam}-s{seed}-{split}.log"
+                secs, out, rc = run(cmd, env, log)
                 m = re.search(r"run folder: (\S+)", out)
-                if not m:
-                    raise SystemExit(f"no run folder in the output of {' '.join(cmd)}")
-                met = json.loads((Path(m.group(1)) / "metrics.json").read_text())
-                rows.append((fam, seed, split, met, secs))
+                if rc != 0 or not m:  # recorded as a failed cell; the other cells still run
+                    last = [ln for ln in out.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
+                    rows.append((fam, seed, split, {"failed": f"exit {rc}: {last[0][:200]}"}, secs))
+                else:
+                    met = json.loads((Path(m.group(1)) / "metrics.json").read_text())
+                    rows.append((fam, seed, split, met, secs))
                 if split == splits[0]:
                     pics = sorted((work / "cache" / "originals").glob(f"{fam}-*.png"), key=os.path.getmtime)
                     if pics:
                         pictures.append((fam, seed, pics[-1]))
-    out_path = ROOT / args.out
+                write_block(ROOT / args.out, lines + sweep_lines, rows, families, pictures)
+    out = write_block(ROOT / args.out, lines + sweep_lines, rows, families, pictures)
+    print(out)
+    print(f"\nwritten to {ROOT / args.out}; work folder {work}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if not any("failed" in r[3] for r in rows) and "failed**" not in "".join(sweep_lines) else 1
+
+
+def write_block(out_path: Path, head: list[str], rows: list, families: list[str], pictures: list) -> str:
+    """Write the results block measured so far (after every command: a long run that dies keeps what it had)."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    lines += sweep_lines
+    lines = list(head)
     lines += [
         "| family | pretrain seed | forget classes | retain FID orig → unlearned | forget FID orig → unlearned "
         "| retain × | forget × | wall | pretrain / extractor / gate / train / eval (s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for fam, seed, split, m, secs in rows:
+        if "failed" in m:
+            lines.append(f"| {fam} | {seed} | {split} | failed: {m['failed']} | | | | {fmt_s(secs)} | |")
+            continue
         s = m.get("seconds", {})
         parts = "/".join(f"{s.get(k, 0):.0f}" for k in ("pretrain", "extractor", "quality_gate", "train", "evaluate"))
         lines.append(
@@ -180,7 +202,7 @@ def main() -> int:
         )
     lines.append("")
     for fam in families:
-        r = [m for f, _, _, m, _ in rows if f == fam]
+        r = [m for f, _, _, m, _ in rows if f == fam and "failed" not in m]
         if r:
             fx, rx = [m["forget/fid_ratio"] for m in r], [m["retain/fid_ratio"] for m in r]
             lines.append(
@@ -195,12 +217,9 @@ def main() -> int:
             f'<img src="{dst.name}" height="300" alt="{fam} original, pretrain seed {seed}: image | '
             'masked | completion (center 1/2, then random 75 %)">'
         )
-    out_path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"\nwritten to {out_path}; work folder {work}")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
-    return 0
+    text = "\n".join(lines) + "\n"
+    out_path.write_text(text)
+    return text
 
 
 if __name__ == "__main__":

@@ -54,6 +54,13 @@ for path in configs or [DEFAULT_CONFIG]:  # one study per family
                 f"      on the test images: retain FID x{q.extra['test/retain/fid_ratio']:.2f}  "
                 f"forget FID x{q.extra['test/forget/fid_ratio']:.2f}"
             )
+    t = res.seconds
+    print(
+        f"time (s): pretraining {t['pretrain']:.0f}, extractor {t['extractor']:.0f}, quality gate "
+        f"{t['quality_gate']:.0f}, {t['n_trials']:.0f} trials {t['trials']:.0f} (per trial: start-up "
+        f"{t.get('trial_startup', float('nan')):.0f}, unlearning {t.get('trial_train', float('nan')):.0f}, "
+        f"evaluation {t.get('trial_evaluate', float('nan')):.0f}), re-scoring on test {t['rescore_test']:.0f}"
+    )
     print(f"frontier plot: {res.files[1]}\nfrontier CSV:  {res.files[0]}")
     print(f"MLflow UI:     mlflow ui --backend-store-uri {res.tracking_uri} --host 127.0.0.1   (or: raysweep ui)")
 if len(results) > 1:  # the studies side by side: one figure, one umbrella run

@@ -159,6 +159,8 @@ def log_frontier(uri: str, parent_id: str, files: list[Path], summary: dict) -> 
     client.log_text(parent_id, json.dumps(summary, indent=2, default=str), "best_trials.json")
     for k, v in summary.get("metrics", {}).items():
         client.log_metric(parent_id, k, float(v))
+    for k, v in summary.get("seconds", {}).items():
+        client.log_metric(parent_id, f"seconds/{k}", float(v))
     client.set_terminated(parent_id)
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,7 @@ class SweepResult:
     points: list[Point]
     front: list[Point]
     files: list[Path]
+    seconds: dict[str, float]  # where the sweep's wall time went (:func:`time_breakdown`)
 
 
 def sweep_name(cfg: Config) -> str:
@@ -191,7 +193,7 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
     check_reachable(uri)  # an unreachable server fails now, not after the original is pretrained
     name, storage = _storage(cfg, resume)
     storage.mkdir(parents=True, exist_ok=True)
-    ensure_models(cfg)  # before any trial: trials find the originals cached (and gated)
+    models = ensure_models(cfg)  # before any trial: trials find the originals cached (and gated)
     parent = parent_run(uri, cfg.tracking.experiment, name, cfg)
     # trials are scored on sweep.tune_on (validation images by default); only the front is scored on test
     base = cfg.replace(**{"eval.part": cfg.sweep.tune_on})
@@ -219,12 +221,15 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
                 failure_config=tune.FailureConfig(max_failures=2),
             ),
         )
+    t_fit = time.perf_counter()
     grid = tuner.fit()
-    points = []
+    t_fit = time.perf_counter() - t_fit
+    points, trial_walls = [], {}
     for r in grid:
         m = r.metrics or {}
         if "retain/fid" not in m:
             continue
+        trial_walls[str(m.get("trial_id", r.path))] = float(m.get("time_total_s", math.nan))
         points.append(
             Point(
                 trial=m.get("trial_id", r.path),
@@ -234,9 +239,37 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
                 extra={k: m[k] for k in m if k.startswith(("original/", "forget/", "retain/"))},
             )
         )
+    t_rescore = time.perf_counter()
     if cfg.sweep.tune_on != "test":
         rescore_on_test(cfg, storage, points if cfg.sweep.rescore == "all" else pareto_front(points))
-    return _finish(cfg, name, storage, uri, parent, points, log_frontier)
+    t_rescore = time.perf_counter() - t_rescore
+    seconds = time_breakdown(models.seconds, storage, trial_walls, t_fit, t_rescore)
+    return _finish(cfg, name, storage, uri, parent, points, log_frontier, seconds)
+
+
+def time_breakdown(
+    prepared: dict[str, float], storage: Path, trial_walls: dict[str, float], t_fit: float, t_rescore: float
+) -> dict[str, float]:
+    """Where a sweep's wall time went: the driver's pretraining / extractor / quality gate (0 when cached), the
+    trials (``tuner.fit``), per trial on average its unlearning (``train``), its evaluation and its start-up (the
+    trial's wall time in Tune minus both: Ray Train's worker group, loading the original, the MLflow callback), and
+    re-scoring on the test images."""
+    per = {"train": [], "evaluate": [], "startup": []}
+    for trial, wall in trial_walls.items():
+        f = storage / "trials" / trial / METRICS_FILE
+        s = json.loads(f.read_text()).get("seconds", {}) if f.is_file() else {}
+        if "train" in s and "evaluate" in s and math.isfinite(wall):
+            per["train"].append(s["train"])
+            per["evaluate"].append(s["evaluate"])
+            per["startup"].append(wall - s["train"] - s["evaluate"])
+    mean = {f"trial_{k}": sum(v) / len(v) for k, v in per.items() if v}
+    return {
+        **{k: round(prepared.get(k, 0.0), 1) for k in ("pretrain", "extractor", "quality_gate")},
+        "trials": round(t_fit, 1),
+        "n_trials": float(len(per["train"])),
+        **{k: round(v, 1) for k, v in mean.items()},
+        "rescore_test": round(t_rescore, 1),
+    }
 
 
 def rescore_on_test(cfg: Config, storage: Path, front: list[Point]) -> None:
@@ -264,7 +297,14 @@ def rescore_on_test(cfg: Config, storage: Path, front: list[Point]) -> None:
 
 
 def _finish(
-    cfg: Config, name: str, storage: Path, uri: str, parent: str, points: list[Point], log_frontier
+    cfg: Config,
+    name: str,
+    storage: Path,
+    uri: str,
+    parent: str,
+    points: list[Point],
+    log_frontier,
+    seconds: dict[str, float],
 ) -> SweepResult:
     front = pareto_front(points)
     files = [write_csv(points, storage / "frontier.csv")]
@@ -285,6 +325,7 @@ def _finish(
             for p in front
         ],
         "metrics": {},
+        "seconds": seconds,
     }
     if orig and front:
         worst_retain = max(p.retain_fid for p in points if p.valid)
@@ -298,4 +339,4 @@ def _finish(
             **{f"best/{k}": v for k, v in best.extra.items() if k.startswith("test/") and k.endswith("_ratio")},
         }
     log_frontier(uri, parent, files, summary)
-    return SweepResult(name, storage, uri, parent, points, front, files)
+    return SweepResult(name, storage, uri, parent, points, front, files, seconds)

@@ -70,6 +70,12 @@ def test_two_trial_sweep_logs_mlflow_runs_and_frontier(tmp_path):
         assert {"config.yaml", "metrics.json", "samples.png"} <= names
         assert run.data.tags["raysweep.extractor"].startswith("raysweep-indomain")
     assert {"frontier.csv", "frontier.png", "best_trials.json"} <= {a.path for a in client.list_artifacts(parent)}
+    # where the wall time went: cold cache, so pretraining and the extractor ran; both trials' start-up measured
+    assert "time (s): pretraining" in res.stdout
+    pm = client.get_run(parent).data.metrics
+    assert pm["seconds/n_trials"] == 2 and pm["seconds/pretrain"] > 0 and pm["seconds/extractor"] > 0
+    assert pm["seconds/trials"] >= 2 * (pm["seconds/trial_train"] + pm["seconds/trial_evaluate"])
+    assert 0 < pm["seconds/trial_startup"] < pm["seconds/trials"]
     sweeps = list((tmp_path / "results" / "sweeps").iterdir())
     rows = list(csv.DictReader(open(sweeps[0] / "frontier.csv")))
     assert len(rows) == 2 and any(r["on_front"] == "1" for r in rows)
