@@ -11,8 +11,10 @@ front, each against its own original (FID ratios).
 
 import argparse
 import logging
+import sys
 
 from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, load_config
+from raysweep.supervise import run_supervised, supervised
 from raysweep.tune import run_sweep
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -26,7 +28,15 @@ p.add_argument("--families", help="comma-separated families of the packaged conf
 p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. sweep.num_samples=16")
 p.add_argument("--smoke-test", action="store_true", help="2 tiny trials: checks the whole sweep in minutes")
 p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same config")
+p.add_argument(
+    "--ray-restarts",
+    type=int,
+    default=1,
+    help="if Ray's local cluster dies under the sweep, start it again with --resume this many times (default 1)",
+)
 args = p.parse_args()
+if args.ray_restarts > 0 and not supervised():  # the sweep runs in a child that is restarted if Ray dies under it
+    sys.exit(run_supervised([sys.executable, __file__, *sys.argv[1:]], args.ray_restarts, "--resume"))
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 configs = list(args.config or [])
 if args.families:
@@ -54,6 +64,10 @@ for path in configs or [DEFAULT_CONFIG]:  # one study per family
                 f"      on the test images: retain FID x{q.extra['test/retain/fid_ratio']:.2f}  "
                 f"forget FID x{q.extra['test/forget/fid_ratio']:.2f}"
             )
+    for trial, why in res.errors.items():
+        print(f"  errored: {trial}: {why}")
+    if res.tracking_error:
+        print(f"MLflow failed ({res.tracking_error}); log the results later: raysweep relog --sweep {res.storage}")
     t = res.seconds
     print(
         f"time (s): pretraining {t['pretrain']:.0f}, extractor {t['extractor']:.0f}, quality gate "

@@ -139,6 +139,23 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_relog(args: argparse.Namespace) -> int:
+    """Log a sweep folder's finished trials into MLflow (e.g. after the tracking server was down)."""
+    from pathlib import Path
+
+    from raysweep.tracking import check_reachable, relog, tracking_uri
+
+    cfg = _config(args)
+    folder = Path(args.sweep)
+    if not folder.is_dir():
+        raise ConfigError(f"--sweep {args.sweep!r} is not a folder; give a sweep folder (results/sweeps/<name>)")
+    uri = tracking_uri(cfg)
+    check_reachable(uri)
+    parent, logged, skipped = relog(folder, uri, args.experiment or cfg.tracking.experiment)
+    print(f"{folder.name}: {logged} trial(s) logged, {skipped} already in MLflow (parent run {parent}, store {uri})")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from raysweep.tracking import serve_ui, tracking_uri
 
@@ -187,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("sweep", cmd_sweep, "Ray Tune + Optuna search of the YAML sweep block, MLflow runs"),
         ("compare", cmd_compare, "Table 1: the original, the four App. C.6 baselines and ours, over seeds"),
         ("frontier", cmd_frontier, "rebuild a sweep's frontier CSV and plot from MLflow"),
+        ("relog", cmd_relog, "log a sweep folder's finished trials into MLflow (after the store was down)"),
         ("ui", cmd_ui, "MLflow UI on the sweep store (127.0.0.1 unless --host)"),
         ("bench", cmd_bench, "throughput of the unlearning step: plain PyTorch vs Ray Train, or --device cuda"),
     ):
@@ -199,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         s.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. unlearn.alpha=0.5")
         s.add_argument("--smoke-test", action="store_true", help="tiny sizes: checks the pipeline in minutes")
+        if name in SUPERVISED_COMMANDS:
+            s.add_argument(
+                "--ray-restarts",
+                type=int,
+                default=1,
+                help="start Ray again and resume this many times if its local cluster dies under the run "
+                "(default 1; 0: run in this process)",
+            )
         if name == "evaluate":
             s.add_argument("--checkpoint", required=True, help="the saved model, e.g. a run's unlearned.pt")
             s.add_argument("--out", help="output folder (default: next to the checkpoint)")
@@ -222,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--sweep", help="sweep name or folder (default: the newest sweep)")
             s.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment)")
             s.add_argument("--out", help="output folder (default: <results>/frontier)")
+        if name == "relog":
+            s.add_argument("--sweep", required=True, help="the sweep folder, results/sweeps/<name>")
+            s.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment)")
         if name == "ui":
             s.add_argument("--host", default="127.0.0.1")
             s.add_argument("--port", type=int, default=5000)
@@ -229,10 +258,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+SUPERVISED_COMMANDS = ("pretrain", "unlearn", "sweep")  # the ones that start a local Ray cluster
+
+
+def entry() -> int:
+    """The ``raysweep`` console script: :func:`main`, with the Ray commands run under :mod:`raysweep.supervise`."""
+    return main(supervise=True)
+
+
+def main(argv: list[str] | None = None, supervise: bool = False) -> int:
+    """``raysweep <command>``. With ``supervise`` (the console script), ``pretrain`` / ``unlearn`` / ``sweep`` on the
+    Ray runtime run in a child process that is started again if Ray's local cluster dies under it."""
+    from raysweep import supervise as sv
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
+        if (
+            supervise
+            and args.command in SUPERVISED_COMMANDS
+            and args.ray_restarts > 0
+            and not sv.supervised()
+            and _config(args).resources.runtime == "ray"  # a bad config is refused here, before any child
+        ):
+            resume = "--resume" if args.command == "sweep" else None
+            return sv.run_supervised([sys.executable, "-m", "raysweep.cli", *argv], args.ray_restarts, resume)
+        if sv.supervised():
+            try:
+                return args.fn(args)
+            except sv.ray_system_errors() as e:
+                print(f"raysweep: Ray system error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                return sv.RAY_DIED
         return args.fn(args)
     except ConfigError as e:
         print(f"raysweep: config error: {e}", file=sys.stderr)
@@ -254,4 +311,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

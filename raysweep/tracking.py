@@ -11,6 +11,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from ray.air.integrations.mlflow import MLflowLoggerCallback
@@ -113,9 +114,16 @@ def set_provenance_tags(client, run_id: str, metrics: dict) -> None:
         client.set_tag(run_id, f"raysweep.version.{k}" if k != "git_commit" else "raysweep.git_commit", v)
 
 
+TRIAL_TAG = "raysweep.trial"  # a child run's Tune trial id: resumes and `raysweep relog` find it, never duplicate it
+
+
 class TrialCallback(MLflowLoggerCallback):
     """Tune logger callback creating one child run per trial under the sweep's parent run (Ray has no nesting of
-    its own). Module-level so that Tune can pickle it into the experiment state (``--resume``)."""
+    its own). Module-level so that Tune can pickle it into the experiment state (``--resume``).
+
+    A resumed trial gets its existing child run back (found by :data:`TRIAL_TAG`), never a second one. If the
+    tracking store stops answering mid-sweep, the sweep goes on without it (every trial's results are files in the
+    sweep folder) and one error names the command that logs them later: ``raysweep relog <sweep folder>``."""
 
     def __init__(self, uri: str, experiment: str, parent_id: str, base: Config, trials_dir: str):
         super().__init__(
@@ -123,32 +131,173 @@ class TrialCallback(MLflowLoggerCallback):
             experiment_name=experiment,
             tags={"mlflow.parentRunId": parent_id, SWEEP_TAG + ".parent": parent_id},
         )
-        self.uri, self.base, self.trials_dir = uri, base, trials_dir
+        self.uri, self.base, self.trials_dir, self.parent_id = uri, base, trials_dir, parent_id
+        self.offline: str | None = None
+
+    def setup(self, *args, **kwargs):
+        self.offline = None
+        setup = super().setup
+        self._guard("connecting", lambda: setup(*args, **kwargs))
+        if not hasattr(self, "_trial_runs"):
+            self._trial_runs = {}
+
+    def _guard(self, what: str, fn) -> None:
+        """Run one MLflow step; the first failure switches tracking off for the rest of the sweep, loudly."""
+        if self.offline:
+            return
+        try:
+            fn()
+        except Exception as e:  # any client / HTTP / database error: the sweep itself must go on
+            self.offline = f"{type(e).__name__}: {str(e)[:300]}"
+            log.error(
+                "MLflow tracking store %s failed while %s (%s); the sweep goes on without tracking. Every trial's "
+                "config, metrics and pictures stay in %s; once the store is back, log them with: raysweep relog %s",
+                self.uri,
+                what,
+                self.offline,
+                self.trials_dir,
+                Path(self.trials_dir).parent,
+            )
 
     def log_trial_start(self, trial):
+        self._guard(f"starting trial {trial.trial_id}", lambda: self._start(trial))
+
+    def _start(self, trial):
+        client = _client(self.uri)
         new = trial not in self._trial_runs
+        if new:  # a resumed sweep: the trial's child run from before the interruption, if any
+            found = client.search_runs(
+                [client.get_run(self.parent_id).info.experiment_id],
+                filter_string=f"tags.`{TRIAL_TAG}` = '{trial.trial_id}' and "
+                f"tags.mlflow.parentRunId = '{self.parent_id}'",
+                max_results=1,
+            )
+            if found:
+                self._trial_runs[trial] = found[0].info.run_id
+                client.update_run(found[0].info.run_id, status="RUNNING")
+                new = False
         super().log_trial_start(trial)
         if new:  # the full config, as the trial runs it, in dotted keys
+            client.set_tag(self._trial_runs[trial], TRIAL_TAG, trial.trial_id)
             full = flatten(self.base.replace(**trial.config).to_dict())
             rest = {k: v for k, v in full.items() if k not in trial.config and not k.startswith("sweep.")}
-            _log_params(_client(self.uri), self._trial_runs[trial], rest)
+            _log_params(client, self._trial_runs[trial], rest)
+
+    def log_trial_result(self, iteration: int, trial, result: dict):
+        if trial in self._trial_runs:
+            self._guard(
+                f"logging trial {trial.trial_id}",
+                lambda: super(TrialCallback, self).log_trial_result(iteration, trial, result),
+            )
 
     def log_trial_end(self, trial, failed: bool = False):
-        run_dir = Path(self.trials_dir) / trial.trial_id  # Tune drops string results: derive it
         if trial in self._trial_runs:
-            client = _client(self.uri)
-            for name in ("config.yaml", "metrics.json", "samples.png", "tsne.png"):
-                if (Path(run_dir) / name).is_file():
-                    client.log_artifact(self._trial_runs[trial], str(Path(run_dir) / name))
-            if (Path(run_dir) / "metrics.json").is_file():  # which extractor produced these FID / IS numbers
-                m = json.loads((Path(run_dir) / "metrics.json").read_text())
-                client.set_tag(self._trial_runs[trial], "raysweep.extractor", m.get("extractor", ""))
-                client.set_tag(self._trial_runs[trial], "raysweep.task", m.get("task", ""))
-                client.set_tag(self._trial_runs[trial], "raysweep.generation", m.get("generation", ""))
-                for k in ("original_sha256", "unlearned_sha256", "extractor_sha256"):  # exact weights of this run
-                    client.set_tag(self._trial_runs[trial], f"raysweep.{k}", m.get(k) or "")
-                set_provenance_tags(client, self._trial_runs[trial], m)
+            self._guard(f"ending trial {trial.trial_id}", lambda: self._end(trial, failed))
+
+    def _end(self, trial, failed: bool):
+        run_id = self._trial_runs[trial]
+        client = _client(self.uri)
+        log_trial_files(client, run_id, Path(self.trials_dir) / trial.trial_id)  # Tune drops string results
+        if failed:  # why, on the run itself (the Tune error file holds the whole traceback)
+            err = trial.get_error()
+            client.set_tag(run_id, "raysweep.error", str(err or "failed")[-4000:])
         super().log_trial_end(trial, failed)
+
+
+def log_trial_files(client, run_id: str, run_dir: Path) -> None:
+    """A trial folder's config, metrics and pictures onto its child run, with the tags that say which extractor,
+    task, generation and exact weights produced the numbers."""
+    for name in ("config.yaml", "metrics.json", "samples.png", "tsne.png"):
+        if (run_dir / name).is_file():
+            client.log_artifact(run_id, str(run_dir / name))
+    if (run_dir / "metrics.json").is_file():
+        m = json.loads((run_dir / "metrics.json").read_text())
+        for k in ("extractor", "task", "generation"):
+            client.set_tag(run_id, f"raysweep.{k}", m.get(k, ""))
+        for k in ("original_sha256", "unlearned_sha256", "extractor_sha256"):  # exact weights of this run
+            client.set_tag(run_id, f"raysweep.{k}", m.get(k) or "")
+        set_provenance_tags(client, run_id, m)
+
+
+def mark_interrupted(uri: str, parent_id: str) -> int:
+    """Children of ``parent_id`` still RUNNING belong to trials a killed driver left behind: mark them KILLED
+    (a resumed trial sets its run back to RUNNING, then FINISHED or FAILED). Returns how many."""
+    client = _client(uri)
+    exp = client.get_run(parent_id).info.experiment_id
+    stale = client.search_runs(
+        [exp], filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"
+    )
+    for r in stale:
+        client.set_tag(r.info.run_id, "raysweep.interrupted", "true")
+        client.set_terminated(r.info.run_id, status="KILLED")
+    return len(stale)
+
+
+def relog(sweep_dir: Path, uri: str, experiment: str) -> tuple[str, int, int]:
+    """``raysweep relog``: log a sweep folder's finished trials (``trials/<id>/metrics.json``) into MLflow, e.g.
+    after the tracking store was down during the sweep. Trials that already have a FINISHED child run are skipped,
+    so running it twice duplicates nothing; the frontier files go onto the parent run. Returns (parent run id,
+    runs logged, runs skipped)."""
+    import yaml
+
+    from raysweep.tune import TUNE_DIR
+
+    sweep = sweep_dir.name
+    trials = sorted(p.parent for p in (sweep_dir / "trials").glob("*/metrics.json"))
+    if not (sweep_dir / TUNE_DIR).is_dir() and not trials:
+        raise ConfigError(f"{sweep_dir} is not a sweep folder (no {TUNE_DIR}/ and no trials/*/metrics.json)")
+    client = _client(uri)
+    exp_id = _experiment_id(client, experiment)
+    found = client.search_runs([exp_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep}'", max_results=1)
+    parent = (
+        found[0].info.run_id
+        if found
+        else client.create_run(exp_id, run_name=sweep, tags={SWEEP_TAG: sweep}).info.run_id
+    )
+    logged = skipped = 0
+    for d in trials:
+        old = client.search_runs(
+            [exp_id],
+            filter_string=f"tags.`{TRIAL_TAG}` = '{d.name}' and tags.mlflow.parentRunId = '{parent}'",
+            max_results=1,
+        )
+        if old and old[0].info.status == "FINISHED":
+            skipped += 1
+            continue
+        run_id = (
+            old[0].info.run_id
+            if old
+            else client.create_run(
+                exp_id,
+                run_name=d.name,
+                tags={
+                    "mlflow.parentRunId": parent,
+                    SWEEP_TAG + ".parent": parent,
+                    TRIAL_TAG: d.name,
+                    "trial_name": d.name,
+                },
+            ).info.run_id
+        )
+        if not old and (d / "config.yaml").is_file():
+            cfg = yaml.safe_load((d / "config.yaml").read_text())
+            _log_params(client, run_id, {k: v for k, v in flatten(cfg).items() if not k.startswith("sweep.")})
+        from mlflow.entities import Metric
+
+        m = json.loads((d / "metrics.json").read_text())
+        now = int(time.time() * 1000)
+        nums = [
+            Metric(k, float(v), now, 0) for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
+        for i in range(0, len(nums), 500):
+            client.log_batch(run_id, metrics=nums[i : i + 500])
+        log_trial_files(client, run_id, d)
+        client.set_terminated(run_id, status="FINISHED")
+        logged += 1
+    for name in ("frontier.csv", "frontier.png"):
+        if (sweep_dir / name).is_file():
+            client.log_artifact(parent, str(sweep_dir / name))
+    client.set_terminated(parent)
+    return parent, logged, skipped
 
 
 def log_frontier(uri: str, parent_id: str, files: list[Path], summary: dict) -> None:

@@ -9,6 +9,7 @@ final metrics (Optuna is told the trial's last result). One study per model fami
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ from raysweep.frontier import Point, hypervolume, pareto_front, plot, write_csv
 log = logging.getLogger(__name__)
 KINDS = ("loguniform", "uniform", "int", "choice", "grid")
 TUNE_DIR = "tune"
+NON_FINITE_FILE = "non_finite.txt"  # in a trial's folder: it diverged (Tune's retries then fail at once)
 
 
 def search_space(space: dict, base: Config) -> dict[str, Any]:
@@ -82,6 +84,8 @@ def trial(params: dict, base: dict, storage: str) -> None:
     cfg = Config.from_dict(base).replace(**params)
     trial_id = ray.tune.get_context().get_trial_id()
     run_dir = Path(storage) / "trials" / trial_id
+    if (run_dir / NON_FINITE_FILE).is_file():  # the same config and seed diverge again: no retry spends compute on it
+        raise FloatingPointError((run_dir / NON_FINITE_FILE).read_text())
     if not (run_dir / METRICS_FILE).is_file():  # finished before an interruption: report, do not rerun
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -94,6 +98,8 @@ def trial(params: dict, base: dict, storage: str) -> None:
             spec=run_spec(cfg, run_dir),
         ).fit()
         if result.error:
+            if "FloatingPointError" in f"{result.error!r} {result.error}":  # a non-finite loss: deterministic
+                (run_dir / NON_FINITE_FILE).write_text(f"trial {trial_id}: non-finite loss: {result.error}"[:4000])
             raise result.error
     final = json.loads((run_dir / METRICS_FILE).read_text())  # written by rank 0, also after a resume
     ray.tune.report(_numeric(final))  # numbers only (Tune drops strings); the folder is trials/<trial_id>
@@ -109,6 +115,8 @@ class SweepResult:
     front: list[Point]
     files: list[Path]
     seconds: dict[str, float]  # where the sweep's wall time went (:func:`time_breakdown`)
+    tracking_error: str | None = None  # the MLflow store failed at the end; the results are files (`raysweep relog`)
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)  # errored trial -> the reason (last line)
 
 
 def sweep_name(cfg: Config) -> str:
@@ -175,7 +183,14 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
 
     from raysweep.pretrain import ensure_models
     from raysweep.runner import preflight
-    from raysweep.tracking import TrialCallback, check_reachable, log_frontier, parent_run, tracking_uri
+    from raysweep.tracking import (
+        TrialCallback,
+        check_reachable,
+        log_frontier,
+        mark_interrupted,
+        parent_run,
+        tracking_uri,
+    )
     from raysweep.train import ensure_ray
 
     if cfg.resources.runtime != "ray":
@@ -188,6 +203,10 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
     # intermediate reports (per log_every steps / per epoch) carry training metrics only; FIDs come with the final
     # report, which is the one Optuna is told
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # a tracking server that goes down mid-sweep: MLflow's client gives up within about a minute instead of
+    # retrying for many (the callback then goes on without tracking; `raysweep relog` logs the trials later)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     ensure_ray()
     uri = tracking_uri(cfg, multi_node=len([n for n in ray.nodes() if n.get("Alive")]) > 1)
     check_reachable(uri)  # an unreachable server fails now, not after the original is pretrained
@@ -201,6 +220,9 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
     path = storage / TUNE_DIR
     if resume and tune.Tuner.can_restore(str(path)):
         log.info("resuming sweep %s from %s", name, path)
+        n = mark_interrupted(uri, parent)  # child runs a killed driver left RUNNING; a resumed trial reopens its own
+        if n:
+            log.info("%d child run(s) of the interrupted sweep marked KILLED", n)
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         if resume:
@@ -224,9 +246,13 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
     t_fit = time.perf_counter()
     grid = tuner.fit()
     t_fit = time.perf_counter() - t_fit
-    points, trial_walls = [], {}
+    points, trial_walls, errors = [], {}, {}
     for r in grid:
         m = r.metrics or {}
+        if r.error is not None:  # errored after its retries (FailureConfig): the sweep goes on without it
+            tid = Path(r.path).name if r.path else "?"
+            errors[tid] = (str(r.error).strip().splitlines() or [repr(r.error)])[-1][:300]
+            log.warning("trial %s errored: %s", tid, errors[tid])
         if "retain/fid" not in m:
             continue
         trial_walls[str(m.get("trial_id", r.path))] = float(m.get("time_total_s", math.nan))
@@ -244,7 +270,9 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
         rescore_on_test(cfg, storage, points if cfg.sweep.rescore == "all" else pareto_front(points))
     t_rescore = time.perf_counter() - t_rescore
     seconds = time_breakdown(models.seconds, storage, trial_walls, t_fit, t_rescore)
-    return _finish(cfg, name, storage, uri, parent, points, log_frontier, seconds)
+    res = _finish(cfg, name, storage, uri, parent, points, log_frontier, seconds)
+    res.errors.update(errors)
+    return res
 
 
 def time_breakdown(
@@ -338,5 +366,17 @@ def _finish(
             "best/retain_fid_ratio": best.retain_fid / orig[0],
             **{f"best/{k}": v for k, v in best.extra.items() if k.startswith("test/") and k.endswith("_ratio")},
         }
-    log_frontier(uri, parent, files, summary)
-    return SweepResult(name, storage, uri, parent, points, front, files, seconds)
+    try:
+        log_frontier(uri, parent, files, summary)
+        tracking_error = None
+    except Exception as e:  # the store went down: the sweep's results are files; say how to log them later
+        tracking_error = f"{type(e).__name__}: {str(e)[:300]}"
+        log.error(
+            "could not log the frontier to MLflow at %s (%s); the sweep's results are in %s; once the store is "
+            "back: raysweep relog %s",
+            uri,
+            tracking_error,
+            storage,
+            storage,
+        )
+    return SweepResult(name, storage, uri, parent, points, front, files, seconds, tracking_error)

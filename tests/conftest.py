@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -72,3 +75,73 @@ def _isolated_cache(tmp_path, monkeypatch):
     """Every test gets its own RAYSWEEP_CACHE unless it asks otherwise; torch threads kept small."""
     monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mlflow_server(store, port: int):
+    """A real `mlflow server` (sqlite backend, artifacts under ``store``) on 127.0.0.1:``port``, once it answers."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    store.mkdir(parents=True, exist_ok=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+         "--artifacts-destination", str(store / "artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+            return server
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("mlflow server did not start") from None
+            time.sleep(1)
+
+
+def ray_env(tmp_path: Path) -> tuple[dict, Path]:
+    """The environment for a raysweep command with its own Ray temp folder (short: Ray's socket paths are limited
+    to ~107 characters)."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))
+    env = {**os.environ, "RAYSWEEP_CACHE": str(tmp_path / "cache"), "RAY_AUTH_MODE": "disabled"}
+    env["RAY_TMPDIR"] = str(ray_tmp)
+    return env, ray_tmp
+
+
+def pids(ray_tmp: Path, *needles: str) -> list[int]:
+    """Processes of this test's own Ray (``RAY_TMPDIR`` in their environment) whose command line contains every one
+    of ``needles`` (read from /proc; no psutil here)."""
+    mark = f"RAY_TMPDIR={ray_tmp}".encode()
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            env = (d / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if mark in env and all(n in cmd for n in needles):
+            out.append(int(d.name))
+    return out
+
+
+def kill_ray(ray_tmp: Path) -> None:
+    """SIGKILL whatever is left of this test's own Ray (never another Ray on the machine)."""
+    for pid in pids(ray_tmp):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -41,52 +41,27 @@ def test_onprem_variant_validates():
     assert cfg["provider"]["type"] == "local"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_simulated_multi_node_cluster_runs_a_sweep_into_an_mlflow_server(tmp_path, monkeypatch):
     """What `ray up cluster.yaml` + tune_alpha.py do, minus the cloud: a head that runs no trials (CPU 0) and two
     worker nodes (ray.cluster_utils.Cluster), a real `mlflow server` (sqlite backend, 127.0.0.1, HTTP tracking
     URI), a results folder every node sees; a 2-trial sweep runs end to end and the server holds the parent and
     child runs."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
 
     import ray
     from mlflow.tracking import MlflowClient
     from ray.cluster_utils import Cluster
 
+    from tests.conftest import free_port, start_mlflow_server
     from tests.test_sweep import run_script, sweep_cfg
 
     ray.shutdown()  # a Ray instance left by another test in this process must not be joined
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}",
-         "--artifacts-destination", str(tmp_path / "server" / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    (tmp_path / "server").mkdir()
+    server = start_mlflow_server(tmp_path / "server", port)
     cluster = None
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2).read()
-                break
-            except OSError:
-                assert time.time() < deadline and server.poll() is None, "mlflow server did not start"
-                time.sleep(1)
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
         for _ in range(2):
             cluster.add_node(num_cpus=2)

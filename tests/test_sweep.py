@@ -34,8 +34,8 @@ def sweep_cfg(tmp_path, n, family="mae"):
     return p
 
 
-def run_script(cfg, tmp_path, *extra, wait=True):
-    env = {**os.environ, "RAYSWEEP_CACHE": str(tmp_path / "cache"), "RAY_AUTH_MODE": "disabled"}
+def run_script(cfg, tmp_path, *extra, wait=True, env=None):
+    env = env or {**os.environ, "RAYSWEEP_CACHE": str(tmp_path / "cache"), "RAY_AUTH_MODE": "disabled"}
     cmd = [sys.executable, str(ROOT / "experiments" / "tune_alpha.py"), "--config", str(cfg), *extra]
     if not wait:
         return subprocess.Popen(
@@ -83,8 +83,16 @@ def test_two_trial_sweep_logs_mlflow_runs_and_frontier(tmp_path):
 
 
 def test_killed_sweep_resumes_without_repeating_trials(tmp_path):
+    """The sweep driver SIGKILLed after its first finished trial: --resume finishes the sweep without running a
+    finished trial again; MLflow ends with exactly one child run per trial, all FINISHED (the interrupted trial's
+    run was marked KILLED, then reopened by its resumed trial)."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.conftest import kill_ray, ray_env
+
     cfg = sweep_cfg(tmp_path, 3)
-    proc = run_script(cfg, tmp_path, wait=False)
+    env, ray_tmp = ray_env(tmp_path)
+    proc = run_script(cfg, tmp_path, wait=False, env=env)
     trials = tmp_path / "results" / "sweeps"
     deadline = time.time() + 600
     done: list[Path] = []
@@ -96,15 +104,22 @@ def test_killed_sweep_resumes_without_repeating_trials(tmp_path):
     assert done, "no trial finished before the deadline"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)
+    kill_ray(ray_tmp)  # only this sweep's Ray: `ray stop` would kill every Ray on the machine
     first = {p.parent.name: p.stat().st_mtime for p in done}
-    res = run_script(cfg, tmp_path, "--resume")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("raysweep").experiment_id
+    assert any(r.info.status == "RUNNING" for r in client.search_runs([exp]))  # what the kill left behind
+    res = run_script(cfg, tmp_path, "--resume", env=env)
+    kill_ray(ray_tmp)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     finished = {p.parent.name: p.stat().st_mtime for p in trials.glob("*/trials/*/metrics.json")}
     assert len(finished) == 3
     for t, mtime in first.items():  # finished trials were not run again
         assert finished[t] == mtime
     assert len(list(trials.iterdir())) == 1  # the same sweep folder was resumed
+    kids = client.search_runs([exp], filter_string="tags.`raysweep.trial` != ''")
+    assert sorted(r.data.tags["raysweep.trial"] for r in kids) == sorted(finished)  # one child run per trial
+    assert all(r.info.status == "FINISHED" for r in kids)
 
 
 @pytest.mark.parametrize("family", ["mage", "palette"])

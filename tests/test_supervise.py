@@ -1,0 +1,81 @@
+"""The supervisor that restarts a raysweep command when Ray's local cluster dies under it (raysweep/supervise.py);
+the end-to-end case (Ray's dashboard agent killed mid-run) is in test_faults.py."""
+
+import signal
+import sys
+
+import pytest
+
+from raysweep.supervise import ENV, RAY_DIED, ray_died, run_supervised
+
+CHILD = """
+import os, signal, sys
+from pathlib import Path
+marker = Path(sys.argv[1])
+assert os.environ["{env}"] == "1"
+n = int(marker.read_text()) if marker.exists() else 0
+marker.write_text(str(n + 1))
+Path(sys.argv[1] + ".args").write_text(" ".join(sys.argv[2:]))
+if n < int(sys.argv[2]):
+    {die}
+sys.exit(0)
+"""
+
+
+def child(tmp_path, die: str, failures: int) -> list[str]:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(env=ENV, die=die))
+    return [sys.executable, str(script), str(tmp_path / "attempts"), str(failures)]
+
+
+def attempts(tmp_path) -> int:
+    return int((tmp_path / "attempts").read_text())
+
+
+@pytest.mark.parametrize(
+    "rc, restart",
+    [(0, False), (1, False), (2, False), (RAY_DIED, True), (-int(signal.SIGABRT), True), (-int(signal.SIGSEGV), True),
+     (-int(signal.SIGKILL), False), (-int(signal.SIGTERM), False), (-int(signal.SIGINT), False)],
+)  # fmt: skip
+def test_only_a_dying_ray_counts_as_a_restartable_ending(rc, restart):
+    assert ray_died(rc) is restart
+
+
+def test_a_child_aborted_by_ray_is_started_again_with_the_resume_flag(tmp_path, capsys):
+    rc = run_supervised(child(tmp_path, "os.abort()", 1), restarts=1, resume_flag="--resume")
+    assert rc == 0 and attempts(tmp_path) == 2
+    assert (tmp_path / "attempts.args").read_text().endswith("--resume")
+    assert "Ray's local cluster died under the run (the process was killed by SIGABRT)" in capsys.readouterr().err
+
+
+def test_restarts_are_bounded_and_other_endings_pass_through(tmp_path, capsys):
+    assert run_supervised(child(tmp_path, f"sys.exit({RAY_DIED})", 5), restarts=2) == RAY_DIED
+    assert attempts(tmp_path) == 3 and "gave up after 2 restart(s)" in capsys.readouterr().err
+    (tmp_path / "attempts").unlink()
+    assert run_supervised(child(tmp_path, "sys.exit(2)", 5), restarts=2) == 2  # a config error: never restarted
+    assert attempts(tmp_path) == 1
+    (tmp_path / "attempts").unlink()
+    rc = run_supervised(child(tmp_path, "os.kill(os.getpid(), signal.SIGKILL)", 5), restarts=2)
+    assert rc == 128 + signal.SIGKILL and attempts(tmp_path) == 1  # OOM killer / kill -9: not Ray's doing
+
+
+def test_the_console_script_supervises_only_ray_commands(tmp_path, monkeypatch):
+    """`raysweep unlearn` (the console script) runs under the supervisor on the Ray runtime; a bad config is
+    refused in the parent before any child starts; `resources.runtime=local` and `--ray-restarts 0` run in-process."""
+    from raysweep import cli
+
+    calls = []
+    fake = lambda cmd, n, flag=None: calls.append((cmd, n, flag)) or 0  # noqa: E731
+    monkeypatch.setattr("raysweep.supervise.run_supervised", fake)
+    monkeypatch.delenv(ENV, raising=False)
+    res = f"tracking.results_dir={tmp_path}"
+    assert cli.main(["unlearn", "--smoke-test", res], supervise=True) == 0
+    assert calls[-1][0][1:4] == ["-m", "raysweep.cli", "unlearn"] and calls[-1][1:] == (1, None)
+    assert cli.main(["sweep", "--ray-restarts", "3", res], supervise=True) == 0
+    assert calls[-1][1:] == (3, "--resume")
+    assert cli.main(["unlearn", "unlearn.alpha=nan", res], supervise=True) == 2 and len(calls) == 2
+    ran = []
+    monkeypatch.setattr(cli, "cmd_unlearn", lambda args: ran.append(args) or 0)
+    assert cli.main(["unlearn", "resources.runtime=local", res], supervise=True) == 0
+    assert cli.main(["unlearn", "--ray-restarts", "0", res], supervise=True) == 0
+    assert len(calls) == 2 and len(ran) == 2  # both ran in this process
