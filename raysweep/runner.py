@@ -89,13 +89,35 @@ def preflight(cfg: Config) -> None:
     held = held_ds.labels
     eval_split(held, cfg.data, "test")
     eval_split(held, cfg.data, "val")
-    get_family(cfg.model.family).build(cfg.model)  # unknown or out-of-range model.options fail here
+    family = get_family(cfg.model.family)
+    model = family.build(cfg.model)  # unknown or out-of-range model.options fail here
+    check_input_size(cfg, family, model)
     from raysweep.metrics.clip import clip_weights_path
 
     clip_weights_path(cfg.eval.clip_model, cfg.eval.clip_weights)  # an explicit CLIP weights file must exist
     from raysweep.metrics import check_inception
 
     check_inception(cfg.eval.extractor)  # eval.extractor=inception: its weights must be on disk
+
+
+def check_input_size(cfg: Config, family, model) -> None:
+    """One forward of two blank images at ``data.image_size`` through the model's encoder, here in the driver: an
+    image size the model cannot take (MAE / MAGE: their ``img_size``) fails now, not in a worker after Ray and
+    pretraining have started."""
+    import torch
+
+    from raysweep.config import ConfigError
+
+    s = cfg.data.image_size
+    try:
+        with torch.no_grad():
+            family.encode(model.eval(), torch.zeros(2, 3, s, s), generator=torch.Generator().manual_seed(0))
+    except (AssertionError, RuntimeError, ValueError) as e:
+        raise ConfigError(
+            f"data.image_size={s} does not fit the {cfg.model.family} model ({cfg.model.preset}): {e}. Set "
+            "data.image_size to the model's input size, or the model's size to the images "
+            "(model.options.img_size for MAE / MAGE)"
+        ) from None
 
 
 def unlearn(cfg: Config) -> tuple[Path, dict]:

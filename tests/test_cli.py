@@ -110,7 +110,12 @@ def test_yaml_syntax_error_is_one_message(tmp_path, capsys):
 
 
 def test_bad_model_options_are_refused_before_any_compute(tmp_path, capsys):
-    for override, words in (("model.options.mask_ratio=5", "mask_ratio"), ("model.options.nope=1", "unknown")):
+    for override, words in (
+        ("model.options.mask_ratio=5", "mask_ratio"),
+        ("model.options.nope=1", "unknown"),
+        ("model.options.depth=1.5", "must be int"),
+        ("data.image_size=20", "data.image_size=20 does not fit the mae model"),  # the tiny MAE takes 16 px
+    ):
         code, err = run(capsys, "--config", str(write_cfg(tmp_path)), override)
         assert code == 2 and words in err and "Traceback" not in err
     assert not (tmp_path / "cache" / "originals").exists()  # nothing was pretrained
