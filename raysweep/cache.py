@@ -52,14 +52,14 @@ class Producer:
 PRODUCERS: dict[str, Producer] = {
     # v2: pretraining mixes I2I task masks into MAE's random masking; per-class image order independent of the
     # class lists; ``pretrain.seed``
-    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "0c80c3bfb04b692a"),
+    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "8e53457a2c693c5c"),
     "original:mage": Producer(
         2,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "0cd723c471b7e293",
+        "fb9cbdb1537dcc58",
     ),
     "original:palette": Producer(
-        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "dd71ffb436c2d4ad"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "18311e27226e4203"
     ),
     "extractor": Producer(
         2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "e1948df55fb85f19"

@@ -104,7 +104,7 @@ def test_every_family_satisfies_the_declared_contract(name):
     fam = FAMILIES[name]
     assert ModelFamily is Declared and isinstance(fam, ModelFamily)
     members = sorted({m for m in dir(Declared) if not m.startswith("_")} | set(Declared.__annotations__))
-    assert {"OPTIONS", "UNLEARN_OPTIONS", "patch_size", "encode", "generate"} <= set(members)
+    assert {"Options", "OPTIONS", "UNLEARN_OPTIONS", "patch_size", "encode", "generate"} <= set(members)
     for m in members:
         assert hasattr(fam, m), f"{name} lacks {m}"
     for m in ("OPTIONS", "UNLEARN_OPTIONS"):
@@ -113,3 +113,29 @@ def test_every_family_satisfies_the_declared_contract(name):
         if callable(getattr(Declared, m, None)):
             want = [p for p in inspect.signature(getattr(Declared, m)).parameters if p != "self"]
             assert list(inspect.signature(getattr(fam, m)).parameters)[: len(want)] == want, (name, m)
+
+
+@pytest.mark.parametrize("name", ["mae", "mage", "palette"])
+def test_family_options_are_a_frozen_dataclass_checked_in_one_place(name, tiny_cfg):
+    """``model.options`` are read once, by ``parse_options``, into the family's frozen ``Options``: the option sets
+    are its fields, values get the declared types, and a wrong type or an unknown key names the option."""
+    from raysweep.config import ModelConfig
+    from raysweep.models.family import option_names, parse_options
+
+    fam = get_family(name)
+    assert dataclasses.is_dataclass(fam.Options) and fam.Options.__dataclass_params__.frozen
+    assert fam.OPTIONS == option_names(fam.Options) and fam.UNLEARN_OPTIONS <= fam.OPTIONS
+    o = parse_options(name, fam.Options, TINY_OPTIONS[name])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.__setattr__(next(iter(fam.OPTIONS)), None)
+    with pytest.raises(ValueError, match="valid options"):
+        fam.build(ModelConfig(family=name, options={"nope": 1}))
+    int_field = {"mae": "depth", "mage": "decode_steps", "palette": "sample_steps"}[name]
+    with pytest.raises(ValueError, match=rf"model.options.{int_field}=2.5 .*must be int"):
+        parse_options(name, fam.Options, {int_field: 2.5})
+    with pytest.raises(ValueError, match=rf"model.options.{int_field}='x'"):
+        parse_options(name, fam.Options, {int_field: "x"})
+    assert getattr(parse_options(name, fam.Options, {int_field: 4.0}), int_field) == 4
+    mean = {"mae": "pixel_mean", "mage": "pixel_mean", "palette": "channel_mults"}[name]
+    with pytest.raises(ValueError, match=f"model.options.{mean}=3 .*must be list"):
+        parse_options(name, fam.Options, {mean: 3})

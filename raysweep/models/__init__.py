@@ -5,9 +5,9 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from raysweep.models.family import ModelFamily, Stage, check_options, unwrap
+from raysweep.models.family import ModelFamily, Stage, parse_options, unwrap
 
-__all__ = ["FAMILIES", "ModelFamily", "Stage", "check_options", "get_family", "pretrain_options", "unwrap"]
+__all__ = ["FAMILIES", "ModelFamily", "Stage", "get_family", "parse_options", "pretrain_options", "unwrap"]
 
 
 def _families() -> dict[str, ModuleType]:

@@ -7,9 +7,12 @@ MAGE; timestep, noise and hole for Palette) so that the frozen teacher sees exac
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import nn
@@ -30,8 +33,9 @@ class Stage:
 
 @runtime_checkable
 class ModelFamily(Protocol):
-    OPTIONS: set[str]  # the family's model.options (besides architecture overrides of its presets)
-    UNLEARN_OPTIONS: set[str]  # options that change unlearning / evaluation only, never the pretrained original
+    Options: type  # the family's ``model.options`` as a frozen dataclass (read with :func:`parse_options`)
+    OPTIONS: set[str]  # its field names
+    UNLEARN_OPTIONS: set[str]  # fields that change unlearning / evaluation only, never the pretrained original
 
     def build(self, cfg: ModelConfig) -> nn.Module: ...
     def encoder_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]: ...
@@ -67,8 +71,55 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def check_options(family: str, options: dict, valid: Iterable[str]) -> None:
-    """The one check of ``model.options`` keys: an unknown one names the family's valid options."""
-    unknown = sorted(set(options) - set(valid))
+Opts = TypeVar("Opts")
+UNLEARN_ONLY = {"unlearn_only": True}  # ``field(metadata=UNLEARN_ONLY)``: the option never changes pretraining
+
+
+def option_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def unlearn_only(cls: type) -> set[str]:
+    """The fields of an options dataclass marked :data:`UNLEARN_ONLY`."""
+    return {f.name for f in dataclasses.fields(cls) if f.metadata.get("unlearn_only")}
+
+
+def _coerce(family: str, name: str, value: Any, hint: Any) -> Any:
+    """``value`` (as YAML or an override gave it) as the field's declared type: int, float, str, bool, a tuple of
+    ints / floats, or ``X | None``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    try:
+        if typing.get_origin(hint) is tuple:
+            (item, _) = typing.get_args(hint)
+            if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+                raise TypeError("not a list")
+            return tuple(item(v) for v in value)
+        if hint is bool:
+            if not isinstance(value, bool):
+                raise TypeError("not true / false")
+            return value
+        if hint in (int, float) and isinstance(value, (bool, str)):
+            raise TypeError("not a number")
+        if hint is int and isinstance(value, float) and not value.is_integer():
+            raise TypeError("not a whole number")
+        return hint(value)
+    except (TypeError, ValueError):
+        want = getattr(hint, "__name__", str(hint)).replace("tuple", "list")
+        raise ValueError(
+            f"model.options.{name}={value!r} for family {family} must be {want}"
+            + (f" of {typing.get_args(hint)[0].__name__}" if typing.get_origin(hint) is tuple else "")
+        ) from None
+
+
+def parse_options(family: str, cls: type[Opts], options: Mapping[str, Any]) -> Opts:
+    """The one place ``model.options`` are checked: an unknown key names the family's valid options, every value is
+    converted to its field's declared type, and the dataclass's ``__post_init__`` checks the ranges."""
+    hints = typing.get_type_hints(cls)
+    valid = option_names(cls)
+    unknown = sorted(set(options) - valid)
     if unknown:
         raise ValueError(f"unknown model.options {unknown} for family {family}; valid options: {sorted(valid)}")
+    return cls(**{k: _coerce(family, k, v, hints[k]) for k, v in options.items()})

@@ -10,6 +10,7 @@ the teacher encodes the same patches.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -21,7 +22,7 @@ from torch import nn
 from raysweep.config import Config, ModelConfig, TaskConfig
 from raysweep.data.masks import patch_mask, random_patch_mask, task_mask
 from raysweep.models.checkpoints import load_strict, read_state_dict
-from raysweep.models.family import Stage, check_options, unwrap
+from raysweep.models.family import Stage, option_names, parse_options, unlearn_only, unwrap
 
 PRESETS = {
     # 32 px, patch 4: the embedded default (8x8 patch grid, like MAE's 14x14 / MAGE's 16x16 grid)
@@ -47,8 +48,38 @@ PRESETS = {
         decoder_num_heads=16,
     ),
 }
-OPTIONS = {"pixel_mean", "pixel_std", "mask_ratio", "train_masks"}  # besides any PRESETS key (architecture overrides)
 TRAIN_MASKS = ("mixed", "random")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Options:
+    """MAE's ``model.options`` (every one changes the pretrained original). The architecture fields override the
+    preset's value when set (small models in tests)."""
+
+    pixel_mean: tuple[float, ...] = IMAGENET_MEAN  # normalisation inside the network
+    pixel_std: tuple[float, ...] = IMAGENET_STD
+    mask_ratio: float = 0.75  # MAE random masking while pretraining
+    train_masks: str = "mixed"  # mixed: half the pretraining steps use an I2I task mask (PRETRAIN_TASKS)
+    img_size: int | None = None
+    patch_size: int | None = None
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    decoder_embed_dim: int | None = None
+    decoder_depth: int | None = None
+    decoder_num_heads: int | None = None
+
+    def __post_init__(self):
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"model.options.mask_ratio={self.mask_ratio} must be in [0, 1)")
+        if self.train_masks not in TRAIN_MASKS:
+            raise ValueError(f"model.options.train_masks={self.train_masks!r}; choose one of {list(TRAIN_MASKS)}")
+        if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3 or min(self.pixel_std) <= 0:
+            raise ValueError("model.options.pixel_mean / pixel_std must be 3 numbers each (std > 0)")
+
+
+OPTIONS = option_names(Options)
 # ``train_masks: mixed``: half the pretraining steps use one of the paper's I2I tasks at a random size instead of
 # MAE's random masking, so the original has seen contexts of every length it is evaluated on (random 75 % keeps 16
 # of 64 patches, a center hole of 1/2 keeps 48)
@@ -60,8 +91,7 @@ PRETRAIN_TASKS = (
     ("extend_left", 0.25, 0.5),
     ("extend_right", 0.25, 0.5),
 )
-UNLEARN_OPTIONS: set[str] = set()  # every MAE option changes the pretrained original
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+UNLEARN_OPTIONS = unlearn_only(Options)  # none: every MAE option changes the pretrained original
 
 
 def _sincos_2d(dim: int, grid: int, cls_token: bool) -> np.ndarray:
@@ -228,20 +258,10 @@ def _ctx(
 # ---- the family protocol --------------------------------------------------------------------------
 def build(cfg: ModelConfig) -> MaskedAutoencoderViT:
     """A randomly initialised MAE of ``cfg.preset``; ``cfg.checkpoint`` (official layout) is loaded when given."""
-    opts = dict(cfg.options)
-    check_options("mae", opts, OPTIONS | set(PRESETS[cfg.preset]))
-    kw = {k: int(opts.get(k, v)) for k, v in PRESETS[cfg.preset].items()}  # architecture overrides (tests)
-    model = MaskedAutoencoderViT(
-        **kw,
-        pixel_mean=tuple(opts.get("pixel_mean", IMAGENET_MEAN)),
-        pixel_std=tuple(opts.get("pixel_std", IMAGENET_STD)),
-    )
-    model.mask_ratio = float(opts.get("mask_ratio", 0.75))
-    if not 0.0 <= model.mask_ratio < 1.0:
-        raise ValueError(f"model.options.mask_ratio={model.mask_ratio} must be in [0, 1)")
-    model.train_masks = str(opts.get("train_masks", "mixed"))
-    if model.train_masks not in TRAIN_MASKS:
-        raise ValueError(f"model.options.train_masks={model.train_masks!r}; choose one of {list(TRAIN_MASKS)}")
+    o = parse_options("mae", Options, cfg.options)
+    kw = {k: v if getattr(o, k) is None else getattr(o, k) for k, v in PRESETS[cfg.preset].items()}
+    model = MaskedAutoencoderViT(**kw, pixel_mean=o.pixel_mean, pixel_std=o.pixel_std)
+    model.mask_ratio, model.train_masks = o.mask_ratio, o.train_masks
     if cfg.checkpoint:
         load_official(model, cfg.checkpoint)
     return model

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -36,7 +37,7 @@ from torch import nn
 
 from raysweep.config import Config, ModelConfig
 from raysweep.models.checkpoints import load_strict, read_state_dict
-from raysweep.models.family import Stage, check_options, unwrap
+from raysweep.models.family import UNLEARN_ONLY, Stage, option_names, parse_options, unlearn_only, unwrap
 from raysweep.models.mae import forget_input as _mae_forget_input
 from raysweep.models.mae import init_vit_layout
 from raysweep.models.vqgan import PRESETS as VQ_PRESETS
@@ -58,36 +59,56 @@ PRESETS = {
         decoder_num_heads=16,
     ),
 }
-# options besides any PRESETS key and any tokenizer key (tok_ch, tok_z_channels, ...)
-OPTIONS = {
-    "mask_ratio_min",
-    "mask_ratio_max",
-    "mask_ratio_mu",
-    "mask_ratio_std",
-    "emb_dropout",
-    "decode_steps",
-    "choice_temperature",
-    "token_margin",
-    "pixel_mean",
-    "pixel_std",
-    "untie_decoder",
-    "tokenizer_checkpoint",
-    "tokenizer_epochs",
-    "tokenizer_lr",
-    "restart_every",
-}
-# options that change only how the original is unlearned or evaluated, never how it is pretrained
-UNLEARN_OPTIONS = {
-    "untie_decoder",
-    "decode_steps",
-    "choice_temperature",
-    "token_margin",
-    "pixel_mean",
-    "pixel_std",
-    "emb_dropout",
-}
-NUM_CLASS_TOKENS = 1000  # the official vocabulary: codebook + 1000 class ids + [MASK]
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Options:
+    """MAGE's ``model.options``. Fields marked ``UNLEARN_ONLY`` change only how the original is unlearned or
+    evaluated, never how it is pretrained; the architecture and ``tok_*`` (tokenizer) fields override the preset's
+    value when set."""
+
+    mask_ratio_min: float = 0.5  # MAGE's truncated-Gaussian masking ratio while pretraining
+    mask_ratio_max: float = 1.0
+    mask_ratio_mu: float = 0.55
+    mask_ratio_std: float = 0.25
+    emb_dropout: float = field(default=0.0, metadata=UNLEARN_ONLY)
+    decode_steps: int = field(default=20, metadata=UNLEARN_ONLY)  # MaskGIT iterations
+    choice_temperature: float = field(default=6.0, metadata=UNLEARN_ONLY)
+    token_margin: int = field(default=1, metadata=UNLEARN_ONLY)  # tokens of margin around the hole
+    pixel_mean: tuple[float, ...] = field(default=IMAGENET_MEAN, metadata=UNLEARN_ONLY)
+    pixel_std: tuple[float, ...] = field(default=IMAGENET_STD, metadata=UNLEARN_ONLY)
+    untie_decoder: bool = field(default=False, metadata=UNLEARN_ONLY)
+    tokenizer_checkpoint: str | None = None  # vqgan_jax_strongaug.ckpt, when the MAGE file lacks the tokenizer
+    tokenizer_epochs: int | None = None  # pretraining's tokenizer stage (default: pretrain.epochs)
+    tokenizer_lr: float | None = None  # (default: pretrain.lr)
+    restart_every: int = 100  # dead-code restarts of the codebook, every N steps
+    img_size: int | None = None
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    decoder_embed_dim: int | None = None
+    decoder_depth: int | None = None
+    decoder_num_heads: int | None = None
+    tok_ch: int | None = None
+    tok_ch_mult: tuple[int, ...] | None = None
+    tok_num_res_blocks: int | None = None
+    tok_z_channels: int | None = None
+    tok_n_embed: int | None = None
+
+    def __post_init__(self):
+        lo, hi, std = self.mask_ratio_min, self.mask_ratio_max, self.mask_ratio_std
+        if not (0.0 < lo <= hi <= 1.0 and std > 0):
+            raise ValueError(
+                f"model.options mask ratios min={lo}, max={hi}, std={std} must satisfy 0 < min <= max <= 1 and std > 0"
+            )
+        if self.decode_steps < 1 or self.token_margin < 0:
+            raise ValueError("model.options.decode_steps must be >= 1 and token_margin >= 0")
+
+
+OPTIONS = option_names(Options)
+UNLEARN_OPTIONS = unlearn_only(Options)
+NUM_CLASS_TOKENS = 1000  # the official vocabulary: codebook + 1000 class ids + [MASK]
 
 
 class BertEmbeddings(nn.Module):
@@ -305,46 +326,33 @@ def _ctx(
 
 
 # ---- the family protocol --------------------------------------------------------------------------
-def _tokenizer_kwargs(preset: str, opts: dict) -> dict:
+def _tokenizer_kwargs(preset: str, o: Options) -> dict:
     kw = dict(VQ_PRESETS[preset])
-    for k in list(kw):
-        if f"tok_{k}" in opts:
-            v = opts[f"tok_{k}"]
-            kw[k] = tuple(int(c) for c in v) if k == "ch_mult" else int(v)
-    return kw
+    return {k: v if getattr(o, f"tok_{k}") is None else getattr(o, f"tok_{k}") for k, v in kw.items()}
 
 
 def build(cfg: ModelConfig) -> MaskedGenerativeEncoderViT:
     """A randomly initialised MAGE of ``cfg.preset`` (tokenizer included); ``cfg.checkpoint`` (official layout,
     e.g. mage-vitb-1600.pth) is loaded when given, ``options.tokenizer_checkpoint`` (vqgan_jax_strongaug.ckpt)
     provides the tokenizer when the MAGE file does not hold it."""
-    opts = dict(cfg.options)
-    tok_keys = {f"tok_{k}" for k in VQ_PRESETS[cfg.preset]}
-    check_options("mage", opts, OPTIONS | set(PRESETS[cfg.preset]) | tok_keys)
-    vq = VQGAN(**_tokenizer_kwargs(cfg.preset, opts), restart_every=int(opts.get("restart_every", 100)))
-    kw = {k: int(opts.get(k, v)) for k, v in PRESETS[cfg.preset].items()}
+    o = parse_options("mage", Options, cfg.options)
+    vq = VQGAN(**_tokenizer_kwargs(cfg.preset, o), restart_every=o.restart_every)
+    kw = {k: v if getattr(o, k) is None else getattr(o, k) for k, v in PRESETS[cfg.preset].items()}
     if kw["img_size"] % vq.downsample:
         raise ValueError(
             f"model.options.img_size={kw['img_size']} must be a multiple of the tokenizer's "
             f"downsampling factor {vq.downsample}"
         )
-    model = MaskedGenerativeEncoderViT(
-        vq, **kw, emb_dropout=float(opts.get("emb_dropout", 0.0)), untie_decoder=bool(opts.get("untie_decoder", False))
+    model = MaskedGenerativeEncoderViT(vq, **kw, emb_dropout=o.emb_dropout, untie_decoder=o.untie_decoder)
+    model.mask_ratio = dict(min=o.mask_ratio_min, max=o.mask_ratio_max, mu=o.mask_ratio_mu, std=o.mask_ratio_std)
+    model.decode_steps, model.choice_temperature, model.token_margin = (
+        o.decode_steps,
+        o.choice_temperature,
+        o.token_margin,
     )
-    for k in ("min", "max", "mu", "std"):
-        model.mask_ratio[k] = float(opts.get(f"mask_ratio_{k}", model.mask_ratio[k]))
-    mr = model.mask_ratio
-    if not (0.0 < mr["min"] <= mr["max"] <= 1.0 and mr["std"] > 0):
-        raise ValueError(f"model.options mask ratios {mr} must satisfy 0 < min <= max <= 1 and std > 0")
-    model.decode_steps = int(opts.get("decode_steps", 20))
-    model.choice_temperature = float(opts.get("choice_temperature", 6.0))
-    model.token_margin = int(opts.get("token_margin", 1))
-    model.pixel_mean = tuple(float(v) for v in opts.get("pixel_mean", IMAGENET_MEAN))
-    model.pixel_std = tuple(float(v) for v in opts.get("pixel_std", IMAGENET_STD))
-    if model.decode_steps < 1 or model.token_margin < 0:
-        raise ValueError("model.options.decode_steps must be >= 1 and token_margin >= 0")
+    model.pixel_mean, model.pixel_std = o.pixel_mean, o.pixel_std
     if cfg.checkpoint:
-        load_official(model, cfg.checkpoint, opts.get("tokenizer_checkpoint"))
+        load_official(model, cfg.checkpoint, o.tokenizer_checkpoint)
     return model
 
 
@@ -489,7 +497,7 @@ def own_loss(
 
 def pretrain_stages(cfg: Config) -> list[Stage]:
     """Tokenizer first (its own epochs / lr from the options), then the transformer with the tokenizer frozen."""
-    opts = cfg.model.options
+    o = parse_options("mage", Options, cfg.model.options)
 
     def tokenizer_params(model: nn.Module) -> Iterable[nn.Parameter]:
         return unwrap(model).vqgan.parameters()
@@ -505,8 +513,8 @@ def pretrain_stages(cfg: Config) -> list[Stage]:
         Stage(
             "tokenizer",
             tokenizer_params,
-            int(opts.get("tokenizer_epochs", cfg.pretrain.epochs)),
-            float(opts.get("tokenizer_lr", cfg.pretrain.lr)),
+            cfg.pretrain.epochs if o.tokenizer_epochs is None else o.tokenizer_epochs,
+            cfg.pretrain.lr if o.tokenizer_lr is None else o.tokenizer_lr,
         ),
         Stage("transformer", transformer_params, cfg.pretrain.epochs, cfg.pretrain.lr),
     ]

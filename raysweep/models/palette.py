@@ -23,6 +23,7 @@ strictly (docs/protocol.md §5.2).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from torch import nn
 
 from raysweep.config import Config, ModelConfig
 from raysweep.models.checkpoints import load_strict, read_state_dict
-from raysweep.models.family import Stage, check_options, unwrap
+from raysweep.models.family import UNLEARN_ONLY, Stage, option_names, parse_options, unlearn_only, unwrap
 from raysweep.models.unet import UNet
 
 PRESETS = {
@@ -40,23 +41,40 @@ PRESETS = {
     # the official Places2 inpainting config (inpainting_places2.json)
     "vit_base": dict(inner_channel=64, channel_mults=(1, 2, 4, 8), res_blocks=2, attn_res=(16,), num_head_channels=32),
 }
-OPTIONS = {
-    "inner_channel",
-    "channel_mults",
-    "res_blocks",
-    "attn_res",
-    "num_head_channels",
-    "dropout",
-    "timesteps",
-    "linear_start",
-    "linear_end",
-    "sampler",
-    "sample_steps",
-    "train_masks",
-    "frozen_input_blocks",
-}
-UNLEARN_OPTIONS = {"sampler", "sample_steps", "dropout", "frozen_input_blocks"}
 SAMPLERS = ("ddim", "ddpm", "dpmpp2m")
+TRAIN_MASKS = ("mixed", "boxes")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Palette's ``model.options``. Fields marked ``UNLEARN_ONLY`` change only how the original is unlearned or
+    evaluated, never how it is pretrained; the UNet fields override the preset's value when set."""
+
+    inner_channel: int | None = None
+    channel_mults: tuple[int, ...] | None = None
+    res_blocks: int | None = None
+    attn_res: tuple[int, ...] | None = None
+    num_head_channels: int | None = None
+    dropout: float = field(default=0.0, metadata=UNLEARN_ONLY)
+    timesteps: int = 2000  # the official linear schedule
+    linear_start: float = 1e-6
+    linear_end: float = 1e-2
+    sampler: str = field(default="ddim", metadata=UNLEARN_ONLY)  # evaluation sampler (SAMPLERS)
+    sample_steps: int = field(default=25, metadata=UNLEARN_ONLY)
+    train_masks: str = "mixed"  # pretraining holes: mixed (boxes + the center box in half the rows) | boxes
+    frozen_input_blocks: int = field(default=0, metadata=UNLEARN_ONLY)  # Eq. 10 trains the UNet blocks after these
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"model.options.sampler={self.sampler!r}; choose one of {list(SAMPLERS)}")
+        if not 1 <= self.sample_steps <= self.timesteps:
+            raise ValueError(f"model.options.sample_steps={self.sample_steps} must be in [1, {self.timesteps}]")
+        if self.train_masks not in TRAIN_MASKS:
+            raise ValueError(f"model.options.train_masks={self.train_masks!r}; choose one of {list(TRAIN_MASKS)}")
+
+
+OPTIONS = option_names(Options)
+UNLEARN_OPTIONS = unlearn_only(Options)
 BUFFERS = (
     "gammas",
     "sqrt_recip_gammas",
@@ -159,38 +177,20 @@ def _net_input(
 # ---- the family protocol --------------------------------------------------------------------------
 def build(cfg: ModelConfig) -> PaletteNetwork:
     """A randomly initialised Palette of ``cfg.preset``; ``cfg.checkpoint`` (16_Network.pth layout) when given."""
-    opts = dict(cfg.options)
-    check_options("palette", opts, OPTIONS)
-    kw = dict(PRESETS[cfg.preset])
-    for k in ("inner_channel", "res_blocks", "num_head_channels"):
-        kw[k] = int(opts.get(k, kw[k]))
-    for k in ("channel_mults", "attn_res"):
-        kw[k] = tuple(int(v) for v in opts.get(k, kw[k]))
+    o = parse_options("palette", Options, cfg.options)
+    kw = {k: v if getattr(o, k) is None else getattr(o, k) for k, v in PRESETS[cfg.preset].items()}
     if kw["inner_channel"] % 32:
         raise ValueError(f"model.options.inner_channel={kw['inner_channel']} must be a multiple of 32 (GroupNorm(32))")
-    unet = UNet(in_channel=6, out_channel=3, dropout=float(opts.get("dropout", 0.0)), **kw)
-    model = PaletteNetwork(
-        unet,
-        int(opts.get("timesteps", 2000)),
-        float(opts.get("linear_start", 1e-6)),
-        float(opts.get("linear_end", 1e-2)),
-    )
-    model.sampler = str(opts.get("sampler", "ddim"))
-    model.sample_steps = int(opts.get("sample_steps", 25))
-    model.train_masks = str(opts.get("train_masks", "mixed"))
-    model.frozen_input_blocks = int(opts.get("frozen_input_blocks", 0))
+    unet = UNet(in_channel=6, out_channel=3, dropout=o.dropout, **kw)
+    model = PaletteNetwork(unet, o.timesteps, o.linear_start, o.linear_end)
+    model.sampler, model.sample_steps = o.sampler, o.sample_steps
+    model.train_masks, model.frozen_input_blocks = o.train_masks, o.frozen_input_blocks
     n_in = len(unet.input_blocks)
     if not 0 <= model.frozen_input_blocks <= n_in:
         raise ValueError(
             f"model.options.frozen_input_blocks={model.frozen_input_blocks} must be in [0, {n_in}] "
             f"(this UNet has {n_in} input blocks)"
         )
-    if model.sampler not in SAMPLERS:
-        raise ValueError(f"model.options.sampler={model.sampler!r}; choose one of {list(SAMPLERS)}")
-    if not 1 <= model.sample_steps <= model.timesteps:
-        raise ValueError(f"model.options.sample_steps={model.sample_steps} must be in [1, {model.timesteps}]")
-    if model.train_masks not in ("mixed", "boxes"):
-        raise ValueError(f"model.options.train_masks={model.train_masks!r}; choose mixed or boxes")
     if cfg.checkpoint:
         load_official(model, cfg.checkpoint)
     return model
