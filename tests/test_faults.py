@@ -110,6 +110,7 @@ def test_a_killed_train_worker_resumes_from_its_checkpoint_with_the_same_result(
     finally:
         kill_ray(ray_tmp)
     assert proc.returncode == 0, out[-4000:]
+    assert out.count("Attempting to start training worker group") >= 2, out[-4000:]  # Train did restart it
     a = json.loads(next(killed_dir.glob("clean-*/metrics.json")).read_text())
     b = json.loads(next(killed_dir.glob("killed-*/metrics.json")).read_text())
     for k in ("retain/fid", "forget/fid"):
