@@ -328,8 +328,12 @@ def ensure_ray() -> None:
 
     if not ray.is_initialized():
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-        # workers must see the same cache / data folders as the driver, and the MLflow server's credentials
-        env = {k: v for k, v in os.environ.items() if k.startswith(("RAYSWEEP_", "MLFLOW_TRACKING_"))}
+        # Train's default 60 s for a worker group to start is too short on a loaded 2-core machine (spawning a worker
+        # and importing torch took longer beside another job): the trial failed with WorkerGroupStartupTimeoutError
+        os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
+        # workers must see the same cache / data folders as the driver, the MLflow server's credentials and the Train
+        # settings (a sweep trial is itself a Train driver inside a Ray worker)
+        env = {k: v for k, v in os.environ.items() if k.startswith(("RAYSWEEP_", "MLFLOW_TRACKING_", "RAY_TRAIN_"))}
         ray.init(
             logging_level=logging.WARNING,
             log_to_driver=True,

@@ -104,6 +104,7 @@ def test_the_cluster_mlflow_server_is_private_and_authenticated():
 
 
 def test_ray_workers_get_the_mlflow_credentials(monkeypatch):
+    monkeypatch.delenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", raising=False)
     import ray
 
     from raysweep.train import ensure_ray
@@ -117,3 +118,5 @@ def test_ray_workers_get_the_mlflow_credentials(monkeypatch):
     ensure_ray()
     env = seen["runtime_env"]["env_vars"]
     assert env["MLFLOW_TRACKING_USERNAME"] == "u" and env["MLFLOW_TRACKING_PASSWORD"] == "p" and "AWS_SECRET" not in env
+    # a trial is a Train driver in a Ray worker: it gets Train's worker-group start timeout, raised for loaded hosts
+    assert float(env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"]) >= 300
