@@ -52,11 +52,11 @@ class Producer:
 PRODUCERS: dict[str, Producer] = {
     # v2: pretraining mixes I2I task masks into MAE's random masking; per-class image order independent of the
     # class lists; ``pretrain.seed``
-    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "8e53457a2c693c5c"),
+    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "cc112200a669b909"),
     "original:mage": Producer(
         2,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "fb9cbdb1537dcc58",
+        "10352ccab354d8b9",
     ),
     "original:palette": Producer(
         3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "18311e27226e4203"

@@ -30,6 +30,13 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def spawn(cmd: list[str], env: dict) -> subprocess.Popen:
+    """``cmd`` in the checkout, in its own session (so the test can kill its whole process group), output piped."""
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+
+
 def wait_for(pred, what: str, proc: subprocess.Popen, timeout: float = 600):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -62,9 +69,7 @@ def test_a_run_survives_the_dashboard_agent_dying_and_resumes_from_disk(tmp_path
     the original not pretrained again)."""
     env, ray_tmp = ray_env(tmp_path)
     cmd = [sys.executable, "-m", "raysweep.cli", "unlearn", "--config", str(tiny_yaml(tmp_path))]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
+    proc = spawn(cmd, env)
     try:
         first = wait_for(lambda: checkpoints(tmp_path), "the first unlearning checkpoint", proc)
         (agent,) = wait_for(lambda: pids(ray_tmp, "dashboard/agent.py"), "the dashboard agent", proc)
@@ -93,15 +98,7 @@ def test_a_killed_train_worker_resumes_from_its_checkpoint_with_the_same_result(
         clean = subprocess.run([*base, "name=clean"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert clean.returncode == 0, clean.stdout[-3000:] + clean.stderr[-3000:]
         kill_ray(ray_tmp)
-        proc = subprocess.Popen(
-            [*base, "name=killed"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+        proc = spawn([*base, "name=killed"], env)
         killed_dir = tmp_path / "results" / "runs"
         wait_for(lambda: list(killed_dir.glob("killed-*/train/**/checkpoint_*")), "the first checkpoint", proc)
         workers = wait_for(lambda: pids(ray_tmp, "RayTrainWorker"), "a Train worker", proc)
@@ -168,15 +165,7 @@ def test_the_tracking_server_going_down_mid_sweep_loses_nothing_and_relog_logs_i
     server = start_mlflow_server(tmp_path / "server", port)
     space = {"unlearn.alpha": {"loguniform": [0.1, 2.0]}}
     cfg = _sweep_yaml(tmp_path, space, 2, tracking_uri=uri)
-    proc = subprocess.Popen(
-        [sys.executable, "experiments/tune_alpha.py", "--config", str(cfg)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = spawn([sys.executable, "experiments/tune_alpha.py", "--config", str(cfg)], env)
     try:
         sweeps = tmp_path / "results" / "sweeps"
         wait_for(lambda: list(sweeps.glob("*/trials/*/metrics.json")), "the first trial's metrics", proc)

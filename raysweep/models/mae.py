@@ -53,22 +53,28 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
-class Options:
-    """MAE's ``model.options`` (every one changes the pretrained original). The architecture fields override the
-    preset's value when set (small models in tests)."""
+class ViTOverrides:
+    """Architecture options of the ViT families (MAE, MAGE): each overrides its preset's value when set (small
+    models in tests)."""
 
-    pixel_mean: tuple[float, ...] = IMAGENET_MEAN  # normalisation inside the network
-    pixel_std: tuple[float, ...] = IMAGENET_STD
-    mask_ratio: float = 0.75  # MAE random masking while pretraining
-    train_masks: str = "mixed"  # mixed: half the pretraining steps use an I2I task mask (PRETRAIN_TASKS)
     img_size: int | None = None
-    patch_size: int | None = None
     embed_dim: int | None = None
     depth: int | None = None
     num_heads: int | None = None
     decoder_embed_dim: int | None = None
     decoder_depth: int | None = None
     decoder_num_heads: int | None = None
+
+
+@dataclass(frozen=True)
+class Options(ViTOverrides):
+    """MAE's ``model.options`` (every one changes the pretrained original)."""
+
+    pixel_mean: tuple[float, ...] = IMAGENET_MEAN  # normalisation inside the network
+    pixel_std: tuple[float, ...] = IMAGENET_STD
+    mask_ratio: float = 0.75  # MAE random masking while pretraining
+    train_masks: str = "mixed"  # mixed: half the pretraining steps use an I2I task mask (PRETRAIN_TASKS)
+    patch_size: int | None = None
 
     def __post_init__(self):
         if not 0.0 <= self.mask_ratio < 1.0:

@@ -38,8 +38,8 @@ from torch import nn
 from raysweep.config import Config, ModelConfig
 from raysweep.models.checkpoints import load_strict, read_state_dict
 from raysweep.models.family import UNLEARN_ONLY, Stage, option_names, parse_options, unlearn_only, unwrap
+from raysweep.models.mae import ViTOverrides, init_vit_layout
 from raysweep.models.mae import forget_input as _mae_forget_input
-from raysweep.models.mae import init_vit_layout
 from raysweep.models.vqgan import PRESETS as VQ_PRESETS
 from raysweep.models.vqgan import VQGAN, tokenizer_loss
 
@@ -63,10 +63,10 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(ViTOverrides):
     """MAGE's ``model.options``. Fields marked ``UNLEARN_ONLY`` change only how the original is unlearned or
-    evaluated, never how it is pretrained; the architecture and ``tok_*`` (tokenizer) fields override the preset's
-    value when set."""
+    evaluated, never how it is pretrained; the architecture (:class:`ViTOverrides`) and ``tok_*`` (tokenizer) fields
+    override the preset's value when set."""
 
     mask_ratio_min: float = 0.5  # MAGE's truncated-Gaussian masking ratio while pretraining
     mask_ratio_max: float = 1.0
@@ -83,13 +83,6 @@ class Options:
     tokenizer_epochs: int | None = None  # pretraining's tokenizer stage (default: pretrain.epochs)
     tokenizer_lr: float | None = None  # (default: pretrain.lr)
     restart_every: int = 100  # dead-code restarts of the codebook, every N steps
-    img_size: int | None = None
-    embed_dim: int | None = None
-    depth: int | None = None
-    num_heads: int | None = None
-    decoder_embed_dim: int | None = None
-    decoder_depth: int | None = None
-    decoder_num_heads: int | None = None
     tok_ch: int | None = None
     tok_ch_mult: tuple[int, ...] | None = None
     tok_num_res_blocks: int | None = None
