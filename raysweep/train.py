@@ -333,13 +333,32 @@ def ensure_ray() -> None:
         os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
         # workers must see the same cache / data folders as the driver, the MLflow server's credentials and the Train
         # settings (a sweep trial is itself a Train driver inside a Ray worker)
+        extra: dict[str, Any] = {}
         env = {k: v for k, v in os.environ.items() if k.startswith(("RAYSWEEP_", "MLFLOW_TRACKING_", "RAY_TRAIN_"))}
+        if not os.environ.get("RAY_ADDRESS") and not os.environ.get("RAY_API_SERVER_ADDRESS"):
+            # a new local cluster: Train's controller and placement-group cleaner query Ray's state API, which finds
+            # "its" cluster by scanning the machine and fails ("Found multiple active Ray instances") when another
+            # Ray runs beside this one; a finished trial's placement group then leaked and the next trial waited
+            # for CPUs forever. Pin the state API to this cluster's own dashboard in every Ray worker (the runtime
+            # env only: this process's environment, which subprocesses inherit, stays as it was).
+            port = _free_port()
+            env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+            extra = {"include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
         ray.init(
             logging_level=logging.WARNING,
             log_to_driver=True,
             configure_logging=False,
             runtime_env={"env_vars": env} if env else None,
+            **extra,
         )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def trainer(
