@@ -104,7 +104,11 @@ def test_the_cluster_mlflow_server_is_private_and_authenticated():
 
 
 def test_ray_workers_get_the_mlflow_credentials(monkeypatch):
+    import os
+
     monkeypatch.delenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", raising=False)
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     import ray
 
     from raysweep.train import ensure_ray
@@ -120,3 +124,11 @@ def test_ray_workers_get_the_mlflow_credentials(monkeypatch):
     assert env["MLFLOW_TRACKING_USERNAME"] == "u" and env["MLFLOW_TRACKING_PASSWORD"] == "p" and "AWS_SECRET" not in env
     # a trial is a Train driver in a Ray worker: it gets Train's worker-group start timeout, raised for loaded hosts
     assert float(env["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"]) >= 300
+    # a new local cluster: the workers' state API is pinned to its own dashboard (another Ray on the machine must
+    # not make it ambiguous); this process's environment is left alone
+    assert env["RAY_API_SERVER_ADDRESS"] == f"http://127.0.0.1:{seen['dashboard_port']}" and seen["include_dashboard"]
+    assert "RAY_API_SERVER_ADDRESS" not in os.environ
+    seen.clear()
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # joining a cluster: nothing pinned
+    ensure_ray()
+    assert "RAY_API_SERVER_ADDRESS" not in seen["runtime_env"]["env_vars"] and "dashboard_port" not in seen
