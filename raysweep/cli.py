@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, Config, ConfigError, load_config, packaged_configs
@@ -289,7 +290,10 @@ def main(argv: list[str] | None = None, supervise: bool = False) -> int:
                 return args.fn(args)
             except sv.ray_system_errors() as e:
                 print(f"raysweep: Ray system error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-                return sv.RAY_DIED
+                sys.stdout.flush()
+                # now, without Ray's exit handlers: with its node gone they end the process with status 1, which
+                # the supervisor would take for an ordinary failure and not restart
+                os._exit(sv.RAY_DIED)
         return args.fn(args)
     except ConfigError as e:
         print(f"raysweep: config error: {e}", file=sys.stderr)
