@@ -199,8 +199,11 @@ class TrialCallback(MLflowLoggerCallback):
         client = _client(self.uri)
         log_trial_files(client, run_id, Path(self.trials_dir) / trial.trial_id)  # Tune drops string results
         if failed:  # why, on the run itself (the Tune error file holds the whole traceback)
-            err = trial.get_error()
-            client.set_tag(run_id, "raysweep.error", str(err or "failed")[-4000:])
+            from raysweep.tune import NON_FINITE_FILE
+
+            note = Path(self.trials_dir) / trial.trial_id / NON_FINITE_FILE
+            err = note.read_text() if note.is_file() else trial.get_error()
+            client.set_tag(run_id, "raysweep.error", str(err or "failed (see the trial's error file)")[-4000:])
         super().log_trial_end(trial, failed)
 
 

@@ -89,18 +89,22 @@ def trial(params: dict, base: dict, storage: str) -> None:
     if not (run_dir / METRICS_FILE).is_file():  # finished before an interruption: report, do not rerun
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        result = trainer(
-            cfg,
-            "unlearn",
-            Path(storage) / "train",
-            f"train-{trial_id}",
-            callbacks=[TuneReportCallback()],
-            spec=run_spec(cfg, run_dir),
-        ).fit()
-        if result.error:
-            if "FloatingPointError" in f"{result.error!r} {result.error}":  # a non-finite loss: deterministic
-                (run_dir / NON_FINITE_FILE).write_text(f"trial {trial_id}: non-finite loss: {result.error}"[:4000])
-            raise result.error
+        try:  # Train V2 raises the run's error from fit(); older Trains return it in result.error
+            result = trainer(
+                cfg,
+                "unlearn",
+                Path(storage) / "train",
+                f"train-{trial_id}",
+                callbacks=[TuneReportCallback()],
+                spec=run_spec(cfg, run_dir),
+            ).fit()
+            if result.error:
+                raise result.error
+        except Exception as e:
+            text = f"{e!r} {e}"  # Train wraps the worker's error; its message survives
+            if "FloatingPointError" in text or "non-finite loss" in text:  # deterministic: no retry can help
+                (run_dir / NON_FINITE_FILE).write_text(f"trial {trial_id}: non-finite loss: {e}"[:4000])
+            raise
     final = json.loads((run_dir / METRICS_FILE).read_text())  # written by rank 0, also after a resume
     ray.tune.report(_numeric(final))  # numbers only (Tune drops strings); the folder is trials/<trial_id>
 
