@@ -73,6 +73,33 @@ def _numeric(d: dict) -> dict[str, float]:
     return {k: float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def _wait_for_forwarded_reports(timeout: float = 600.0, quiet_checks: int = 3, every: float = 0.5) -> bool:
+    """Wait until the trial's main thread has taken every Train report that Ray's ``TuneReportCallback`` forwarded.
+
+    Ray 2.5x hands each worker report to the Tune trial through a one-slot actor queue; the trial's main thread moves
+    it into a one-slot thread queue, which the trial function's own ``tune.report`` -- and the report Ray makes when
+    the function returns -- also fill. If the function reports while a forwarded item still waits (the Tune driver
+    was slow to ask for results: seen with an MLflow server that stopped answering), both threads block on the full
+    queue for ever and the sweep hangs (docs/reliability.md). So after ``fit()`` the function waits until both queues
+    have stayed empty for ``quiet_checks`` looks in a row. Returns False (and warns) if they did not within
+    ``timeout`` or if this Ray has no such queues (nothing to wait for)."""
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    forwarded = getattr(session, "_inter_actor_queue", None)
+    results = getattr(session, "result_queue", None)
+    if forwarded is None or results is None:
+        return False
+    deadline, quiet = time.monotonic() + timeout, 0
+    while quiet < quiet_checks:
+        quiet = quiet + 1 if forwarded.empty() and results.empty() else 0
+        if time.monotonic() > deadline:
+            log.warning("Tune did not take the trial's last Train report within %.0f s; reporting anyway", timeout)
+            return False
+        time.sleep(every)
+    return True
+
+
 def trial(params: dict, base: dict, storage: str) -> None:
     """Tune function trainable = Train driver for one trial (docs/ray.md §1)."""
     import ray.tune
@@ -100,6 +127,7 @@ def trial(params: dict, base: dict, storage: str) -> None:
             ).fit()
             if result.error:
                 raise result.error
+            _wait_for_forwarded_reports()
         except Exception as e:
             text = f"{e!r} {e}"  # Train wraps the worker's error; its message survives
             if "FloatingPointError" in text or "non-finite loss" in text:  # deterministic: no retry can help

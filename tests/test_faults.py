@@ -37,6 +37,24 @@ def spawn(cmd: list[str], env: dict) -> subprocess.Popen:
     )
 
 
+def finish(proc: subprocess.Popen, timeout: float) -> str:
+    """The command's output once it ends; if it has not ended within ``timeout``, its process group is killed and
+    the test fails with the last of what it printed (a hang must say where it hung)."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        kill_group(proc.pid)
+        out = proc.communicate()[0]
+        raise AssertionError(f"still running after {timeout:.0f} s; its last output:\n{out[-6000:]}") from None
+
+
+def kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:  # already gone
+        pass
+
+
 def wait_for(pred, what: str, proc: subprocess.Popen, timeout: float = 600):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -74,10 +92,9 @@ def test_a_run_survives_the_dashboard_agent_dying_and_resumes_from_disk(tmp_path
         first = wait_for(lambda: checkpoints(tmp_path), "the first unlearning checkpoint", proc)
         (agent,) = wait_for(lambda: pids(ray_tmp, "dashboard/agent.py"), "the dashboard agent", proc)
         os.kill(agent, signal.SIGTERM)
-        out, _ = proc.communicate(timeout=900)
+        out = finish(proc, 900)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc.pid)
         kill_ray(ray_tmp)
     assert proc.returncode == 0, out[-4000:]
     assert "Ray's local cluster died under the run" in out, out[-4000:]
@@ -103,7 +120,7 @@ def test_a_killed_train_worker_resumes_from_its_checkpoint_with_the_same_result(
         wait_for(lambda: list(killed_dir.glob("killed-*/train/**/checkpoint_*")), "the first checkpoint", proc)
         workers = wait_for(lambda: pids(ray_tmp, "RayTrainWorker"), "a Train worker", proc)
         os.kill(workers[-1], signal.SIGKILL)
-        out, _ = proc.communicate(timeout=900)
+        out = finish(proc, 900)
     finally:
         kill_ray(ray_tmp)
     assert proc.returncode == 0, out[-4000:]
@@ -171,7 +188,7 @@ def test_the_tracking_server_going_down_mid_sweep_loses_nothing_and_relog_logs_i
         wait_for(lambda: list(sweeps.glob("*/trials/*/metrics.json")), "the first trial's metrics", proc)
         os.killpg(server.pid, signal.SIGKILL)  # the server goes down mid-sweep
         server.wait()
-        out, _ = proc.communicate(timeout=1200)
+        out = finish(proc, 1200)
         assert proc.returncode == 0, out[-4000:]
         assert "raysweep relog" in out, out[-4000:]
         (sweep,) = list(sweeps.iterdir())
@@ -188,7 +205,6 @@ def test_the_tracking_server_going_down_mid_sweep_loses_nothing_and_relog_logs_i
         assert len(kids) == 2 and all(r.info.status == "FINISHED" for r in kids)  # no duplicates, all finished
         assert all("forget/fid" in r.data.metrics for r in kids)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        os.killpg(server.pid, signal.SIGKILL)
+        kill_group(proc.pid)
+        kill_group(server.pid)
         kill_ray(ray_tmp)
