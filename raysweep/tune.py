@@ -76,7 +76,7 @@ def _numeric(d: dict) -> dict[str, float]:
 def _wait_for_forwarded_reports(timeout: float = 600.0, quiet_checks: int = 3, every: float = 0.5) -> bool:
     """Wait until the trial's main thread has taken every Train report that Ray's ``TuneReportCallback`` forwarded.
 
-    Ray 2.5x hands each worker report to the Tune trial through a one-slot actor queue; the trial's main thread moves
+    Ray 2.60 hands each worker report to the Tune trial through a one-slot actor queue; the trial's main thread moves
     it into a one-slot thread queue, which the trial function's own ``tune.report`` -- and the report Ray makes when
     the function returns -- also fill. If the function reports while a forwarded item still waits (the Tune driver
     was slow to ask for results: seen with an MLflow server that stopped answering), both threads block on the full
