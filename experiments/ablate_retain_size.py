@@ -2,13 +2,14 @@
 retain images (of the retain classes), with **proxy** retain images (classes in neither list, the paper's
 "other classes") added, and with proxy images alone.
 
-The embedded default puts every class in forget or retain, so this ablation uses its own class split (3 forget,
-3 retain, 4 proxy classes of Fashion-MNIST; the original is the same cached one, pretrained on all ten):
-forget T-shirt/top, Trouser, Pullover; retain Dress, Coat, Sandal; proxy Shirt, Sneaker, Bag, Ankle boot.
-For each size n (real retain images per retain class = ceil(images_per_class x data.retain_ratio)) it runs two
-grids on the sweep machinery (real only; real + proxy at data.proxy_ratio=1) and one proxy-only point; the small
-retain lists are oversampled to the forget set's size (data.oversample, the official rule), so every point
-trains equally long. Plot: retain / forget FID ratio against n, one line per kind; table per kind.
+The embedded default puts every class in forget or retain, so this ablation uses its own class split of
+Fashion-MNIST (raysweep.ablation.RETAIN_SIZE_SPLIT; the original is the same cached one, pretrained on all ten):
+forget T-shirt/top, Trouser, Pullover, Dress, Coat (the headline's); retain Sandal, Shirt, Sneaker; proxy Bag,
+Ankle boot. For each size n (real retain images per retain class = n / images_per_class as data.retain_ratio) it
+runs two grids on the sweep machinery (real only; real + proxy at data.proxy_ratio=1) and one proxy-only point; the
+small retain lists are oversampled to the forget set's size (data.oversample, the official rule), so every point
+trains equally long. Plot: retain / forget FID ratio against n, one line per kind; a table per kind; both on one
+MLflow run whose children are the three grids' parent runs.
 
     python experiments/ablate_retain_size.py [--sizes 1 10 100 1000] [--seeds 1] [--config mae_fmnist]
         [--smoke-test] [--resume] [key=value ...]
@@ -17,10 +18,9 @@ trains equally long. Plot: retain / forget FID ratio against n, one line per kin
 import argparse
 import logging
 
-from raysweep.ablation import plot_lines, run_ablation
+from raysweep.ablation import plot_lines, retain_size_studies, run_ablation
 from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, load_config
-
-SPLIT = {"data.forget_classes": [0, 1, 2], "data.retain_classes": [3, 4, 5]}
+from raysweep.tracking import umbrella_run
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config or packaged config name (a 10-class dataset)")
@@ -31,30 +31,30 @@ p.add_argument("--smoke-test", action="store_true", help="tiny sizes, one seed: 
 p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
 args = p.parse_args()
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-cfg = load_config(args.config, args.overrides).replace(**SPLIT)
-if args.smoke_test:
-    cfg = cfg.replace(**SMOKE_TEST, smoke_test=True)
-seeds = 1 if args.smoke_test else args.seeds
-ipc = cfg.data.images_per_class
-sizes = sorted({min(n, ipc) for n in args.sizes})
+cfg = load_config(args.config, args.overrides)
+sizes = args.sizes
 if args.smoke_test:  # the smallest and the largest size only
-    sizes = sorted({sizes[0], sizes[-1]})
-ratios = [n / ipc for n in sizes]
-lines = {}
-for kind, proxy in (("real retain", 0.0), ("real + proxy retain", 1.0)):
-    c = cfg.replace(**{"data.proxy_ratio": proxy}, name=f"{cfg.name}-retain{'+proxy' if proxy else ''}")
-    lines[kind] = run_ablation(c, "data.retain_ratio", ratios, seeds, resume=args.resume)
-c = cfg.replace(**{"data.proxy_ratio": 1.0, "data.retain_ratio": 0.0}, name=f"{cfg.name}-proxy-only")
-proxy_only = run_ablation(c, "data.proxy_ratio", [1.0], seeds, resume=args.resume)
+    cfg = cfg.replace(**SMOKE_TEST, smoke_test=True)
+    sizes = [min(sizes), max(sizes)]
+seeds = 1 if args.smoke_test else args.seeds
+studies = retain_size_studies(cfg, sizes)  # every config is built and checked before anything runs
+done = {kind: run_ablation(c, axis, values, seeds, resume=args.resume) for kind, c, axis, values in studies}
+proxy_only = done["proxy retain only"]
+lines = {k: v for k, v in done.items() if k != "proxy retain only"}
+ipc = studies[0][1].data.images_per_class
 folder = lines["real retain"].folder.parent
+po = proxy_only.rows[0][1]
 fig = plot_lines(
     lines,
     folder / "retain_size.png",
     f"{cfg.name}: retain-set size ({seeds} seed(s), test images); proxy only: forget "
-    f"x{proxy_only.rows[0][1]['forget/fid_ratio'][0]:.2f}, retain x{proxy_only.rows[0][1]['retain/fid_ratio'][0]:.2f}",
+    f"x{po['forget/fid_ratio'][0]:.2f}, retain x{po['retain/fid_ratio'][0]:.2f}",
     "real retain images per retain class",
     x_of=lambda r: max(1, round(r * ipc)),
 )
-for kind, ab in {**lines, "proxy retain only": proxy_only}.items():
-    print(f"## {kind}\n{ab.files[0].read_text()}")
-print(f"figure: {fig}")
+table = folder / "retain_size.md"
+table.write_text("".join(f"## {kind}\n\n{ab.files[0].read_text()}\n" for kind, ab in done.items()))
+run = umbrella_run(proxy_only.tracking_uri, cfg.tracking.experiment, [ab.parent_run for ab in done.values()],
+                   [fig, table])  # fmt: skip
+print(table.read_text())
+print(f"figure: {fig}; MLflow run {run} (the three grids are its children) in {proxy_only.tracking_uri}")

@@ -6,17 +6,20 @@ ratio; a table task x (retain, forget) FID ratio to the original, on the test im
         [--ratios 0.125 0.25 0.375 0.5 0.625] [key=value ...]
 
 Every task is scored with `raysweep evaluate`'s code (raysweep.evaluate.evaluate_checkpoint) into
-<checkpoint folder>/tasks/<task>-<ratio>/ (metrics.json, samples.png); the table goes to tasks/tasks.md and .csv.
+<checkpoint folder>/tasks/<task>-<ratio>/ (metrics.json, samples.png); the table and a bar plot go to
+tasks/tasks.md, .csv and .png, and to MLflow: one parent run per model (named by its weights' hash) with a child run
+per task. Scoring one model needs no Tune grid: the tasks run one after another in this process.
 """
 
 import argparse
-import csv
 import logging
 from pathlib import Path
 
-from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, load_config
+from raysweep.ablation import plot_tasks, write_task_table
+from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, ConfigError, load_config
 from raysweep.evaluate import evaluate_checkpoint
 from raysweep.models.checkpoints import CheckpointError
+from raysweep.tracking import check_reachable, log_study, tracking_uri
 
 TASKS = [
     ("center", 0.25),
@@ -43,6 +46,11 @@ if args.smoke_test:
 ckpt = Path(args.checkpoint)
 if not ckpt.is_file():
     raise SystemExit(f"ablate_tasks: {CheckpointError.__name__}: --checkpoint {str(ckpt)!r} is not a file")
+uri = tracking_uri(cfg)
+try:
+    check_reachable(uri)  # before any scoring is spent
+except ConfigError as e:
+    raise SystemExit(f"ablate_tasks: {e}") from None
 tasks = list(dict.fromkeys(TASKS + [("center", r) for r in args.ratios]))
 out = ckpt.resolve().parent / "tasks"
 rows = []
@@ -51,23 +59,16 @@ for i, (name, ratio) in enumerate(tasks, 1):
     c = cfg.replace(**{"eval.task": {"name": name, "ratio": ratio}})
     m = evaluate_checkpoint(c, ckpt, out / f"{name}-{ratio:g}")
     rows.append((name, ratio, m))
-cols = [
-    "retain/fid_ratio",
-    "forget/fid_ratio",
-    "retain/fid",
-    "forget/fid",
-    "original/retain/fid",
-    "original/forget/fid",
-]
-lines = ["| task | ratio | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
-for name, ratio, m in rows:
-    lines.append(f"| {name} | {ratio:g} | " + " | ".join(f"{m[k]:.3f}" for k in cols) + " |")
-lines += ["", f"{cfg.eval.part} images; checkpoint {ckpt}"]
-(out / "tasks.md").write_text("\n".join(lines) + "\n")
-with open(out / "tasks.csv", "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["task", "ratio", *cols])
-    for name, ratio, m in rows:
-        w.writerow([name, ratio, *(m[k] for k in cols)])
-print("\n".join(lines))
-print(f"written to {out} (tasks.md, tasks.csv, one folder per task)")
+caption = f"{cfg.eval.part} images; checkpoint {ckpt}"
+md = write_task_table(rows, out / "tasks.md", out / "tasks.csv", caption)
+fig = plot_tasks(rows, out / "tasks.png", f"{cfg.name}: one model on every task ({cfg.eval.part} images)")
+sha = rows[0][2].get("unlearned_sha256", "")[:12]
+parent = log_study(
+    uri,
+    cfg.tracking.experiment,
+    f"{cfg.name}-tasks-{sha}",
+    [(f"{n}-{r:g}", {"eval.task.name": n, "eval.task.ratio": r, "checkpoint": str(ckpt)}, m) for n, r, m in rows],
+    [md, out / "tasks.csv", fig],
+)
+print(md.read_text())
+print(f"written to {out} (tasks.md, tasks.csv, tasks.png, one folder per task); MLflow run {parent} in {uri}")

@@ -36,6 +36,11 @@ COLUMNS = (
 COMPARE_TAG = "raysweep.compare"
 
 
+def fmt_ci(mean: float, half: float, n: int) -> str:
+    """A table cell: ``mean ± half-width``, the mean alone when one value gives no interval."""
+    return f"{mean:.4g} ± {half:.2g}" if n > 1 else f"{mean:.4g}"
+
+
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
     """Mean and the half-width of its ``level`` confidence interval (Student's t; 0 for a single value)."""
     n = len(values)
@@ -137,10 +142,13 @@ def write_table(res: Comparison, md: Path, csv_path: Path) -> Path:
                 cells.append("–")
                 continue
             m, h = vals[k]
-            cells.append(f"{m:.4g} ± {h:.2g}" if method != "original" else f"{m:.4g}")
+            cells.append(fmt_ci(m, h, len(res.runs.get(method, [])) if method != "original" else 1))
         lines.append(f"| {method} ({sec}) | {' | '.join(cells)} |")
     lines.append("")
-    lines.append(f"Mean ± 95 % CI half-width (Student's t) over {seeds} seed(s); the original is scored once.")
+    lines.append(
+        f"Mean ± 95 % CI half-width (Student's t) over {seeds} seed(s) (the mean alone for one seed: no interval); "
+        "the original is scored once."
+    )
     md.write_text("\n".join(lines) + "\n")
     with open(csv_path, "w", newline="") as f:
         w = csv.writer(f)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 import sys
 import time
@@ -329,6 +330,39 @@ def umbrella_run(uri: str, experiment: str, parents: list[str], files: list[Path
         client.log_artifact(rid, str(f))
     client.set_terminated(rid)
     return rid
+
+
+STUDY_TAG = "raysweep.study"
+
+
+def log_study(uri: str, experiment: str, name: str, children: list[tuple[str, dict, dict]], files: list[Path]) -> str:
+    """A study that is not a Tune sweep (one model scored on every task): a parent run ``name`` with one child run
+    per ``(run name, params, metrics)`` and ``files`` (its table and figure) on the parent. Run again under the same
+    name (the same model), it reuses the parent and skips children it already holds."""
+    client = _client(uri)
+    exp = _experiment_id(client, experiment)
+    found = client.search_runs([exp], filter_string=f"tags.`{STUDY_TAG}` = '{name}'", max_results=1)
+    if found:
+        parent = found[0].info.run_id
+    else:
+        parent = client.create_run(exp, run_name=name, tags={STUDY_TAG: name}).info.run_id
+    have = {
+        r.info.run_name
+        for r in client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'", max_results=10000)
+    }
+    for run_name, params, metrics in children:
+        if run_name in have:
+            continue
+        rid = client.create_run(exp, run_name=run_name, tags={"mlflow.parentRunId": parent}).info.run_id
+        _log_params(client, rid, params)
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                client.log_metric(rid, k, float(v))
+        client.set_terminated(rid)
+    for f in files:
+        client.log_artifact(parent, str(f))
+    client.set_terminated(parent)
+    return parent
 
 
 def child_runs(uri: str, experiment: str, sweep: str | None = None) -> tuple[str, list[dict]]:

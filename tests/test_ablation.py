@@ -31,6 +31,8 @@ def test_table_and_plot(tmp_path):
     assert "| 1.0 | 3 | 1.1 ± 0.02 | 3 ± 0.3 |" in md and "test images" in md
     assert [r["unlearn.alpha"] for r in csv.DictReader(open(tmp_path / "a.csv"))] == ["0.1", "1.0"]
     assert plot(ab, tmp_path / "a.png", "t").stat().st_size > 0
+    one = Ablation("unlearn.alpha", tmp_path, [(0.1, {"retain/fid_ratio": (1.0, 0.0)}, 1)], [], "test")
+    assert "| 0.1 | 1 | 1 |" in write_table(one, tmp_path / "b.md", tmp_path / "b.csv").read_text()  # no "± 0"
 
 
 @pytest.mark.slow
@@ -92,6 +94,18 @@ def test_the_task_ablation_scores_one_model_on_every_task(tmp_path):
     rows = list(csv.DictReader(open(original_path(cfg).parent / "tasks" / "tasks.csv")))
     assert {(r["task"], float(r["ratio"])) for r in rows} >= {("outpaint", 0.5), ("random", 0.75), ("center", 0.75)}
     assert all(abs(float(r["forget/fid_ratio"]) - 1.0) < 1e-6 for r in rows)
+    assert (original_path(cfg).parent / "tasks" / "tasks.png").stat().st_size > 0
+    from mlflow.tracking import MlflowClient
+
+    from raysweep.tracking import STUDY_TAG, tracking_uri
+
+    client = MlflowClient(tracking_uri(cfg))
+    exp = client.get_experiment_by_name(cfg.tracking.experiment).experiment_id
+    (parent,) = client.search_runs([exp], filter_string=f"tags.`{STUDY_TAG}` != ''")
+    kids = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert {k.info.run_name for k in kids} == {f"{r['task']}-{float(r['ratio']):g}" for r in rows}
+    assert all(k.data.metrics["forget/fid_ratio"] == pytest.approx(1.0) for k in kids)
+    assert {"tasks.md", "tasks.csv", "tasks.png"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
 
 
 def test_lines_of_several_ablations_share_one_figure(tmp_path):
@@ -102,3 +116,24 @@ def test_lines_of_several_ablations_share_one_figure(tmp_path):
         return Ablation("data.retain_ratio", tmp_path, rows, [], "test")
 
     assert plot_lines({"real": ab(0.1), "both": ab(0.01)}, tmp_path / "l.png", "t", "n", lambda r: r * 10).is_file()
+
+
+def test_the_retain_size_studies_are_built_and_valid_before_any_runs(tmp_path):
+    """Three grids (real, real + proxy, proxy only) on the proxy split, every config valid up front (a run name with
+    a '+' once failed only after the first grid had run), sizes clipped to 1..images_per_class."""
+    from raysweep.ablation import RETAIN_SIZE_SPLIT, retain_size_studies
+    from raysweep.config import load_config
+    from raysweep.data.splits import proxy_classes
+
+    cfg = load_config("mae_fmnist", [f"tracking.results_dir={tmp_path}"])
+    studies = retain_size_studies(cfg, [0, 1, 10, 5000])
+    assert [k for k, *_ in studies] == ["real retain", "real + proxy retain", "proxy retain only"]
+    ipc = cfg.data.images_per_class
+    (_, real, axis, values), (_, both, _, _), (_, proxy, paxis, pvalues) = studies
+    assert axis == "data.retain_ratio" and values == [1 / ipc, 10 / ipc, 1.0]
+    assert (real.data.proxy_ratio, both.data.proxy_ratio) == (0.0, 1.0)
+    assert (proxy.data.retain_ratio, paxis, pvalues) == (0.0, "data.proxy_ratio", [1.0])
+    assert len({c.name for _, c, _, _ in studies}) == 3
+    for _, c, _, _ in studies:
+        assert c.data.forget_classes == RETAIN_SIZE_SPLIT["data.forget_classes"]
+        assert proxy_classes(c.data, 10) == [8, 9]
