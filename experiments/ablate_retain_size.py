@@ -16,6 +16,7 @@ MLflow run whose children are the three grids' parent runs.
 """
 
 import argparse
+import hashlib
 import logging
 
 from raysweep.ablation import plot_lines, retain_size_studies, run_ablation
@@ -42,7 +43,11 @@ done = {kind: run_ablation(c, axis, values, seeds, resume=args.resume) for kind,
 proxy_only = done["proxy retain only"]
 lines = {k: v for k, v in done.items() if k != "proxy retain only"}
 ipc = studies[0][1].data.images_per_class
-folder = lines["real retain"].folder.parent
+# the combined figure and table get a folder of their own, named by the three grids (a smoke test never overwrites
+# a full run's files)
+tag = hashlib.sha256("|".join(str(ab.folder) for ab in done.values()).encode()).hexdigest()[:12]
+folder = proxy_only.folder.parent / f"{cfg.name}-retain-size-{tag}"
+folder.mkdir(exist_ok=True)
 po = proxy_only.rows[0][1]
 fig = plot_lines(
     lines,

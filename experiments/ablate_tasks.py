@@ -7,8 +7,10 @@ ratio; a table task x (retain, forget) FID ratio to the original, on the test im
 
 Every task is scored with `raysweep evaluate`'s code (raysweep.evaluate.evaluate_checkpoint) into
 <checkpoint folder>/tasks/<task>-<ratio>/ (metrics.json, samples.png); the table and a bar plot go to
-tasks/tasks.md, .csv and .png, and to MLflow: one parent run per model (named by its weights' hash) with a child run
-per task. Scoring one model needs no Tune grid: the tasks run one after another in this process.
+tasks/tasks.md, .csv and .png, and to MLflow: one parent run per model and evaluation set (named by the weights'
+hash and a digest of the data / eval settings) with a child run per task; a rerun adds no child twice. Scoring one
+model needs no Tune grid: the tasks run one after another in this process. --smoke-test scores 50 images per class
+and writes into tasks-smoke/ so that it never mixes with a full run's files.
 """
 
 import argparse
@@ -52,7 +54,7 @@ try:
 except ConfigError as e:
     raise SystemExit(f"ablate_tasks: {e}") from None
 tasks = list(dict.fromkeys(TASKS + [("center", r) for r in args.ratios]))
-out = ckpt.resolve().parent / "tasks"
+out = ckpt.resolve().parent / ("tasks-smoke" if args.smoke_test else "tasks")
 rows = []
 for i, (name, ratio) in enumerate(tasks, 1):
     logging.info("[%d/%d] task %s %.3g", i, len(tasks), name, ratio)
@@ -66,7 +68,7 @@ sha = rows[0][2].get("unlearned_sha256", "")[:12]
 parent = log_study(
     uri,
     cfg.tracking.experiment,
-    f"{cfg.name}-tasks-{sha}",
+    f"{cfg.name}-tasks-{cfg.digest('data', 'eval')}-{sha}",  # one study per model and evaluation set
     [(f"{n}-{r:g}", {"eval.task.name": n, "eval.task.ratio": r, "checkpoint": str(ckpt)}, m) for n, r, m in rows],
     [md, out / "tasks.csv", fig],
 )
