@@ -106,6 +106,15 @@ def test_the_task_ablation_scores_one_model_on_every_task(tmp_path):
     assert {k.info.run_name for k in kids} == {f"{r['task']}-{float(r['ratio']):g}" for r in rows}
     assert all(k.data.metrics["forget/fid_ratio"] == pytest.approx(1.0) for k in kids)
     assert {"tasks.md", "tasks.csv", "tasks.png"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    # the gate is enforced on the config's own task before any scoring (the tiny original is below its bars); on
+    # the other tasks it is only reported, so a weak outpainting original does not stop the table
+    gated = subprocess.run(
+        [sys.executable, str(root / "experiments" / "ablate_tasks.py"), "--config", str(p),
+         "--checkpoint", str(original_path(cfg)), "pretrain.quality_gate=true"],
+        cwd=root, env=dict(os.environ), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert gated.returncode != 0 and "OriginalQualityError" in gated.stderr
+    assert "[1/" not in gated.stderr  # stopped before the first task was scored
 
 
 def test_lines_of_several_ablations_share_one_figure(tmp_path):
