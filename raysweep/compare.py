@@ -217,7 +217,7 @@ def _parent_run(uri: str, cfg: Config, name: str, methods: list[str], seeds: int
 
 def _child_run(uri: str, cfg: Config, parent: str, method: str, seed: int, run_dir: Path, metrics: dict) -> None:
     """One child run per method x seed (skipped when it exists: a resumed comparison)."""
-    from raysweep.tracking import _client, _experiment_id
+    from raysweep.tracking import _client, _experiment_id, log_finite_metrics
 
     client = _client(uri)
     exp = _experiment_id(client, cfg.tracking.experiment)
@@ -233,9 +233,7 @@ def _child_run(uri: str, cfg: Config, parent: str, method: str, seed: int, run_d
     rid = run.info.run_id
     client.log_param(rid, "unlearn.method", method)
     client.log_param(rid, "seed", seed)
-    for k, v in metrics.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            client.log_metric(rid, k, float(v))
+    log_finite_metrics(client, rid, metrics)
     for name in ("config.yaml", METRICS_FILE, GRID_FILE):
         if (Path(run_dir) / name).is_file():
             client.log_artifact(rid, str(Path(run_dir) / name))

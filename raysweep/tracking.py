@@ -108,6 +108,13 @@ def _log_params(client, run_id: str, params: dict) -> None:
         client.log_batch(run_id, params=items[i : i + 100])
 
 
+def log_finite_metrics(client, run_id: str, metrics: dict) -> None:
+    """Every finite number of ``metrics`` (a metrics.json payload: nested dicts, strings and NaNs are skipped)."""
+    for k, v in metrics.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            client.log_metric(run_id, k, float(v))
+
+
 def set_provenance_tags(client, run_id: str, metrics: dict) -> None:
     """The seed, package versions and source commit a run's metrics.json recorded, as ``raysweep.*`` tags."""
     client.set_tag(run_id, "raysweep.seed", str(metrics.get("seed", "")))
@@ -355,9 +362,7 @@ def log_study(uri: str, experiment: str, name: str, children: list[tuple[str, di
             continue
         rid = client.create_run(exp, run_name=run_name, tags={"mlflow.parentRunId": parent}).info.run_id
         _log_params(client, rid, params)
-        for k, v in metrics.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                client.log_metric(rid, k, float(v))
+        log_finite_metrics(client, rid, metrics)
         client.set_terminated(rid)
     for f in files:
         client.log_artifact(parent, str(f))
