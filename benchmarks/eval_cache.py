@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from raysweep.cli import parse_args
 from raysweep.config import load_config
 from raysweep.evaluate import heldout_groups
 from raysweep.jobs import load_original
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="mae_fmnist")
     p.add_argument("overrides", nargs="*")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     cfg = load_config(args.config, args.overrides)
     models = ensure_models(cfg)
     family = get_family(cfg.model.family)

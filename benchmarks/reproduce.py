@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from raysweep.cli import parse_args
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
     "mae": "experiments/configs/mae_fmnist.yaml",
@@ -92,7 +94,7 @@ def main() -> int:
         nargs="*",
         help="key=value overrides passed to every command (e.g. for a quick check: data.images_per_class=200)",
     )
-    args = ap.parse_args()
+    args = parse_args(ap)
     families = args.families.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     splits = args.splits.split(",")

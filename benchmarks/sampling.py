@@ -5,7 +5,7 @@ Prints seconds per image and the FID of each sampler's completions (retain and f
 side in one run, with each sampler's speed-up and FID ratio to DDPM. Run from a source checkout:
 
     python benchmarks/sampling.py [--config experiments/configs/palette_fmnist.yaml] [--images 200]
-        [--samplers ddpm ddim:25 dpmpp2m:10 dpmpp2m:20] [--device cuda] [--unlearned <run>/unlearned.pt]
+        [--samplers ddpm ddim:25 dpmpp2m_sde:25 ancestral:50] [--device cuda] [--unlearned <run>/unlearned.pt]
         [--json out.json] [key=value ...]
 
 ``--images`` is per group (full DDPM costs T network calls per image: 2000 on the default schedule, minutes per
@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from raysweep.cli import parse_args
 from raysweep.config import load_config
 from raysweep.evaluate import eval_groups
 from raysweep.jobs import load_original
@@ -30,11 +31,20 @@ from raysweep.metrics import complete, resolve_extractor
 from raysweep.metrics.fidelity import fid_is, to_uint8
 from raysweep.models import get_family
 from raysweep.models.checkpoints import read_state_dict
+from raysweep.models.palette import SAMPLERS
 from raysweep.pretrain import ensure_extractor, ensure_original, extractor_label
 
 
+def _spec(spec: str) -> str:
+    """A ``--samplers`` value, checked before anything is computed: ``NAME`` or ``NAME:STEPS``."""
+    name, _, steps = spec.partition(":")
+    if name not in SAMPLERS or (steps and not steps.isdigit()):
+        raise argparse.ArgumentTypeError(f"{spec!r}: give NAME or NAME:STEPS with NAME one of {', '.join(SAMPLERS)}")
+    return spec
+
+
 def _sampler(spec: str) -> dict:
-    """``ddpm`` | ``ddim:25`` | ``dpmpp2m:10`` -> model options."""
+    """``ddpm`` | ``ddim:25`` | ``dpmpp2m_sde:25`` -> model options."""
     name, _, steps = spec.partition(":")
     return {"sampler": name, **({"sample_steps": int(steps)} if steps else {})}
 
@@ -43,12 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="experiments/configs/palette_fmnist.yaml")
     p.add_argument("--images", type=int, default=200, help="images per group (retain, forget)")
-    p.add_argument("--samplers", nargs="+", default=["ddpm", "ddim:25", "dpmpp2m:10", "dpmpp2m:20"])
+    p.add_argument("--samplers", nargs="+", type=_spec, default=["ddpm", "ddim:25", "dpmpp2m_sde:25", "ancestral:50"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--unlearned", help="unlearned.pt of a run (same config) to compare with the original")
     p.add_argument("--json", help="write the rows here")
     p.add_argument("overrides", nargs="*")
-    args = p.parse_args(argv)
+    args = parse_args(p, argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     cfg = load_config(args.config, args.overrides)
     family = get_family(cfg.model.family)
@@ -86,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             unlearned[name] = score(model)[1]
     print(
         f"Palette sampling, {cfg.model.preset}, task {cfg.eval.task.name}:{cfg.eval.task.ratio}, "
-        f"{args.images} retain + {args.images} forget images, extractor {ext.label}, device {device}"
+        f"{args.images} retain + {args.images} forget {cfg.eval.part} images, extractor {ext.label}, device {device}"
     )
     ref_name = next((n for n in rows if n.startswith("ddpm")), next(iter(rows)))
     ref = rows[ref_name]
@@ -106,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rows": rows, "unlearned": unlearned, "images_per_group": args.images}, fh)
+            json.dump(
+                {"rows": rows, "unlearned": unlearned, "images_per_group": args.images, "eval_part": cfg.eval.part}, fh
+            )
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from raysweep.cli import parse_args
 from raysweep.config import load_config
 from raysweep.frontier import hypervolume, pareto_front
 from raysweep.tune import run_sweep
@@ -20,7 +21,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="experiments/configs/mae_fmnist.yaml")
     p.add_argument("overrides", nargs="*")
-    args = p.parse_args()
+    args = parse_args(p)
     base = load_config(args.config, args.overrides)
     results = {}
     for sched in ("none", "asha"):

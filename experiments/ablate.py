@@ -12,6 +12,7 @@ import logging
 import yaml
 
 from raysweep.ablation import run_ablation
+from raysweep.cli import parse_args
 from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, load_config
 
 
@@ -23,7 +24,7 @@ def main(default_axis: list[str] | None = None, doc: str = __doc__) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted ablation of the same config")
     p.add_argument("--smoke-test", action="store_true", help="tiny sizes, one seed: checks the ablation in minutes")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
-    args = p.parse_args()
+    args = parse_args(p)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     cfg = load_config(args.config, args.overrides)
     if args.smoke_test:

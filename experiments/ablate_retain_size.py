@@ -20,6 +20,7 @@ import hashlib
 import logging
 
 from raysweep.ablation import plot_lines, retain_size_studies, run_ablation
+from raysweep.cli import parse_args
 from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, load_config
 from raysweep.tracking import umbrella_run
 
@@ -30,7 +31,7 @@ p.add_argument("--seeds", type=int, default=1)
 p.add_argument("--resume", action="store_true")
 p.add_argument("--smoke-test", action="store_true", help="tiny sizes, one seed: checks the ablation in minutes")
 p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
-args = p.parse_args()
+args = parse_args(p)
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 cfg = load_config(args.config, args.overrides)
 sizes = args.sizes

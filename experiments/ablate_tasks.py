@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 from raysweep.ablation import plot_tasks, write_task_table
+from raysweep.cli import parse_args
 from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, ConfigError, load_config
 from raysweep.evaluate import evaluate_checkpoint
 from raysweep.models.checkpoints import CheckpointError
@@ -42,7 +43,7 @@ p.add_argument("--checkpoint", required=True, help="an unlearned.pt (or any save
 p.add_argument("--ratios", nargs="*", type=float, default=[0.125, 0.25, 0.375, 0.5, 0.625], help="center crops")
 p.add_argument("--smoke-test", action="store_true", help="tiny evaluation sets")
 p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
-args = p.parse_args()
+args = parse_args(p)
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 cfg = load_config(args.config, args.overrides)
 if args.smoke_test:

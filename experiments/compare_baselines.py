@@ -12,6 +12,7 @@ over seeds, under one MLflow parent run; writes table.md / table.csv, samples.pn
 import argparse
 import logging
 
+from raysweep.cli import parse_args
 from raysweep.compare import METHOD_ORDER, run_comparison
 from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, load_config
 
@@ -21,7 +22,7 @@ p.add_argument("--methods", nargs="+", default=list(METHOD_ORDER))
 p.add_argument("--seeds", type=int, default=3)
 p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. unlearn.alpha=0.5")
 p.add_argument("--smoke-test", action="store_true", help="tiny sizes, one seed: checks the comparison in minutes")
-args = p.parse_args()
+args = parse_args(p)
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 for path in args.config or [DEFAULT_CONFIG]:
     cfg = load_config(path, args.overrides)

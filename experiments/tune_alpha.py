@@ -13,6 +13,7 @@ import argparse
 import logging
 import sys
 
+from raysweep.cli import parse_args
 from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, load_config
 from raysweep.supervise import run_supervised, supervised
 from raysweep.tune import run_sweep
@@ -34,7 +35,7 @@ p.add_argument(
     default=1,
     help="if Ray's local cluster dies under the sweep, start it again with --resume this many times (default 1)",
 )
-args = p.parse_args()
+args = parse_args(p)
 if args.ray_restarts > 0 and not supervised():  # the sweep runs in a child that is restarted if Ray dies under it
     sys.exit(run_supervised([sys.executable, __file__, *sys.argv[1:]], args.ray_restarts, "--resume"))
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")

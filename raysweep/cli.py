@@ -9,9 +9,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 
 from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, Config, ConfigError, load_config, packaged_configs
+
+_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.\w+)*=")  # a dotted key=value override, e.g. eval.part=val
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args`` with the ``key=value`` overrides taken out first, wherever they stand: a flag with
+    ``nargs="+"`` (``--samplers a b``, ``--methods ...``) would otherwise swallow the overrides after it as its own
+    values. They come back, in order, as ``args.overrides`` (the parser's positional of that name)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    overrides = [a for a in argv if _OVERRIDE.match(a)]
+    args = parser.parse_args([a for a in argv if not _OVERRIDE.match(a)])
+    args.overrides = [*overrides, *(getattr(args, "overrides", None) or [])]
+    return args
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -274,7 +288,7 @@ def main(argv: list[str] | None = None, supervise: bool = False) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    args = parse_args(build_parser(), argv)
     try:
         if (
             supervise

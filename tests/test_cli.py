@@ -3,7 +3,7 @@
 import numpy as np
 import yaml
 
-from raysweep.cli import format_table, main
+from raysweep.cli import build_parser, format_table, main, parse_args
 from tests.conftest import tiny_dict
 
 
@@ -119,3 +119,13 @@ def test_bad_model_options_are_refused_before_any_compute(tmp_path, capsys):
         code, err = run(capsys, "--config", str(write_cfg(tmp_path)), override)
         assert code == 2 and words in err and "Traceback" not in err
     assert not (tmp_path / "cache" / "originals").exists()  # nothing was pretrained
+
+
+def test_overrides_after_a_list_flag_stay_overrides():
+    """``--methods a b key=value``: argparse alone would take the override as a third method."""
+    argv = ["compare", "--methods", "ours", "max_loss", "unlearn.alpha=0.5", "--seeds", "2", "eval.part=val"]
+    args = parse_args(build_parser(), argv)
+    assert args.methods == ["ours", "max_loss"] and args.seeds == 2
+    assert args.overrides == ["unlearn.alpha=0.5", "eval.part=val"]
+    args = parse_args(build_parser(), ["unlearn", "data.forget_classes=[1,2]", "--config", "mage_fmnist"])
+    assert args.config == "mage_fmnist" and args.overrides == ["data.forget_classes=[1,2]"]

@@ -14,9 +14,11 @@ strictly (docs/protocol.md §5.2).
 - **Forget target** (App. C.25): the teacher sees pure noise in place of x~ inside the hole (real context, real
   y_cond) - :func:`forget_input`.
 - **generate**: full ancestral DDPM over all T steps (``sampler: ddpm``, the paper / official test), deterministic
-  DDIM with ``sample_steps`` steps (``sampler: ddim``, the default) or DPM-Solver++(2M) with ``sample_steps``
-  network calls (``sampler: dpmpp2m``); known pixels are re-imposed after every
-  step, the start is y_cond (official), the seed is fixed. :func:`generation` names the sampler for the metrics.
+  DDIM with ``sample_steps`` steps (``sampler: ddim``, the default), ancestral DDPM on ``sample_steps`` strided
+  steps (``sampler: ancestral``, DDIM with eta = 1), DPM-Solver++(2M) with ``sample_steps`` network calls
+  (``sampler: dpmpp2m``, the ODE) or its stochastic form SDE-DPM-Solver++(2M) (``sampler: dpmpp2m_sde``); known
+  pixels are re-imposed after every step, the start is y_cond (official), the seed is fixed. :func:`generation`
+  names the sampler for the metrics.
 - Decoder (frozen, bit-identical after unlearning): output_blocks and out.
 """
 
@@ -41,7 +43,7 @@ PRESETS = {
     # the official Places2 inpainting config (inpainting_places2.json)
     "vit_base": dict(inner_channel=64, channel_mults=(1, 2, 4, 8), res_blocks=2, attn_res=(16,), num_head_channels=32),
 }
-SAMPLERS = ("ddim", "ddpm", "dpmpp2m")
+SAMPLERS = ("ddim", "ddpm", "ancestral", "dpmpp2m", "dpmpp2m_sde")
 TRAIN_MASKS = ("mixed", "boxes")
 
 
@@ -284,8 +286,9 @@ def forget_input(
 
 @torch.no_grad()
 def generate(model: nn.Module, images: torch.Tensor, mask: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """Inpaint the hole: start from y_cond, denoise with DDIM (``sample_steps``) or full DDPM, re-impose the known
-    pixels after every step; returns [0, 1] images equal to the input outside the hole."""
+    """Inpaint the hole: start from y_cond, denoise with the configured sampler (full DDPM, DDIM, strided ancestral,
+    DPM-Solver++(2M) as ODE or SDE), re-impose the known pixels after every step; returns [0, 1] images equal to the
+    input outside the hole. The stochastic samplers draw their noise from a generator seeded with ``seed``."""
     m = unwrap(model)
     gen = torch.Generator(device=images.device).manual_seed(seed)
     y0 = _to_model(images)
@@ -305,19 +308,41 @@ def generate(model: nn.Module, images: torch.Tensor, mask: torch.Tensor, seed: i
             z = torch.randn(y_t.shape, generator=gen, device=y0.device) if i > 0 else torch.zeros_like(y_t)
             y_t = mean + z * (0.5 * m.posterior_log_variance_clipped[t].view(-1, 1, 1, 1)).exp()
             y_t = y0 * (1 - hole) + hole * y_t
-    elif m.sampler == "dpmpp2m":
-        y_t = _dpm_solver_pp_2m(m, y_cond, y_t, y0, hole)
+    elif m.sampler in ("dpmpp2m", "dpmpp2m_sde"):
+        y_t = _dpm_solver_pp_2m(m, y_cond, y_t, y0, hole, gen if m.sampler == "dpmpp2m_sde" else None)
     else:
-        ts = np.linspace(T - 1, 0, m.sample_steps).round().astype(int)
-        for k, i in enumerate(ts):
-            g = m.gammas[int(i)]
-            eps = m.denoise_fn(torch.cat([y_cond, y_t], 1), g.expand(b))
-            x0 = ((y_t - (1 - g).sqrt() * eps) / g.sqrt()).clamp(-1, 1)
-            g_next = m.gammas[int(ts[k + 1])] if k + 1 < len(ts) else torch.ones((), device=y0.device)
-            y_t = g_next.sqrt() * x0 + (1 - g_next).sqrt() * eps  # eta = 0
-            y_t = y0 * (1 - hole) + hole * y_t
+        y_t = _ddim(m, y_cond, y_t, y0, hole, gen if m.sampler == "ancestral" else None)
     out = ((y_t + 1) / 2).clamp(0.0, 1.0)
     return torch.where(mask.unsqueeze(1), out, images)
+
+
+def _ddim(
+    m: PaletteNetwork,
+    y_cond: torch.Tensor,
+    y_t: torch.Tensor,
+    y0: torch.Tensor,
+    hole: torch.Tensor,
+    gen: torch.Generator | None,
+) -> torch.Tensor:
+    """DDIM (Song et al., 2021, Eq. 12) on ``sample_steps`` schedule entries evenly strided from T-1 to 0, x0
+    clamped to [-1, 1], known pixels re-imposed after every step. ``gen`` None: eta = 0, the deterministic sampler
+    (the ODE). With ``gen``: eta = 1, sigma_s^2 = (1 - g_s) / (1 - g_t) * (1 - g_t / g_s), i.e. ancestral DDPM
+    sampling on the strided chain, fresh noise drawn from ``gen`` at every step but the last."""
+    b, T = y_t.shape[0], m.timesteps
+    ts = np.linspace(T - 1, 0, m.sample_steps).round().astype(int)
+    for k, i in enumerate(ts):
+        g = m.gammas[int(i)]
+        eps = m.denoise_fn(torch.cat([y_cond, y_t], 1), g.expand(b))
+        x0 = ((y_t - (1 - g).sqrt() * eps) / g.sqrt()).clamp(-1, 1)
+        g_next = m.gammas[int(ts[k + 1])] if k + 1 < len(ts) else torch.ones((), device=y_t.device)
+        if gen is None or k + 1 == len(ts):
+            y_t = g_next.sqrt() * x0 + (1 - g_next).sqrt() * eps  # eta = 0
+        else:
+            var = (1 - g_next) / (1 - g) * (1 - g / g_next)
+            z = torch.randn(y_t.shape, generator=gen, device=y_t.device)
+            y_t = g_next.sqrt() * x0 + (1 - g_next - var).clamp_min(0).sqrt() * eps + var.sqrt() * z
+        y_t = y0 * (1 - hole) + hole * y_t
+    return y_t
 
 
 def _logsnr_gammas(m: PaletteNetwork, n: int) -> torch.Tensor:
@@ -330,12 +355,19 @@ def _logsnr_gammas(m: PaletteNetwork, n: int) -> torch.Tensor:
 
 
 def _dpm_solver_pp_2m(
-    m: PaletteNetwork, y_cond: torch.Tensor, y_t: torch.Tensor, y0: torch.Tensor, hole: torch.Tensor
+    m: PaletteNetwork,
+    y_cond: torch.Tensor,
+    y_t: torch.Tensor,
+    y0: torch.Tensor,
+    hole: torch.Tensor,
+    gen: torch.Generator | None = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al., 2022, Alg. 2): the multistep second-order solver of the diffusion ODE in the
     data-prediction form, ``sample_steps`` network calls at log-SNR-spaced noise levels (:func:`_logsnr_gammas`),
     first order on the first and the last step (``lower_order_final``), x0 clamped to [-1, 1] as in Palette's
-    sampler, known pixels re-imposed after every step."""
+    sampler, known pixels re-imposed after every step. With ``gen``: SDE-DPM-Solver++(2M) (same paper, the
+    diffusion SDE; k-diffusion's ``sample_dpmpp_2m_sde`` with eta = 1, midpoint form), h = lambda_t - lambda_s:
+    y_t = (sigma_t / sigma_s) e^-h y_s + alpha_t (1 - e^-2h) D + sigma_t sqrt(1 - e^-2h) z."""
     gam = _logsnr_gammas(m, m.sample_steps)
     alpha, sigma = gam.sqrt(), (1 - gam).sqrt()
     lam = (alpha / sigma).log()
@@ -346,12 +378,22 @@ def _dpm_solver_pp_2m(
         eps = m.denoise_fn(torch.cat([y_cond, y_t], 1), level)
         x0 = ((y_t - float(sigma[s]) * eps) / float(alpha[s])).clamp(-1, 1)
         h = float(lam[t] - lam[s])
-        if prev_x0 is None or k == len(gam) - 2:
-            d = x0
+        first_order = prev_x0 is None or k == len(gam) - 2
+        if gen is None:
+            if first_order:
+                d = x0
+            else:
+                r = prev_h / h
+                d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * prev_x0
+            y_t = float(sigma[t] / sigma[s]) * y_t - float(alpha[t] * np.expm1(-h)) * d
         else:
-            r = prev_h / h
-            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * prev_x0
-        y_t = float(sigma[t] / sigma[s]) * y_t - float(alpha[t] * np.expm1(-h)) * d
+            d = x0 if first_order else x0 + (h / (2 * prev_h)) * (x0 - prev_x0)
+            z = torch.randn(y_t.shape, generator=gen, device=y_t.device)
+            y_t = (
+                float(sigma[t] / sigma[s] * np.exp(-h)) * y_t
+                - float(alpha[t] * np.expm1(-2 * h)) * d
+                + float(sigma[t] * np.sqrt(-np.expm1(-2 * h))) * z
+            )
         y_t = y0 * (1 - hole) + hole * y_t
         prev_x0, prev_h = x0, h
     return y_t
