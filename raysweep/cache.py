@@ -70,7 +70,8 @@ PRODUCERS: dict[str, Producer] = {
         1, ("raysweep.metrics.fidelity", "raysweep.metrics.extractors:_fidelity"), "39beaf574052b225"
     ),
     # the original's completions of the evaluation images and their scores
-    # v3: classifier-on-outputs accuracy and in-domain cosine per group
+    # v3: classifier-on-outputs accuracy and in-domain cosine per group (kept when eval_groups learned to default to
+    # eval.part: the scores are computed from heldout_groups(cfg, cfg.eval.part), which did not change)
     "scores": Producer(
         3,
         (
@@ -80,7 +81,7 @@ PRODUCERS: dict[str, Producer] = {
             "raysweep.data.splits:eval_split",
             "raysweep.evaluate:eval_groups",
         ),
-        "ff8687daae351b7f",
+        "dd89b0210fa7072c",
     ),
     # the quality gate's report on a pretrained original
     "quality": Producer(3, ("raysweep.quality",), "7085de54d4d7c3ae"),

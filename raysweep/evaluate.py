@@ -40,9 +40,10 @@ def heldout_groups(cfg: Config, part: str = "test") -> dict[str, tuple[torch.Ten
     return out
 
 
-def eval_groups(cfg: Config, part: str = "test") -> dict[str, torch.Tensor]:
-    """The held-out retain and forget images of ``part`` (float ``[N, 3, H, W]``), fixed by the data config."""
-    return {g: x for g, (x, _) in heldout_groups(cfg, part).items()}
+def eval_groups(cfg: Config, part: str | None = None) -> dict[str, torch.Tensor]:
+    """The held-out retain and forget images of ``part`` (default: the config's ``eval.part``; float
+    ``[N, 3, H, W]``), fixed by the data config."""
+    return {g: x for g, (x, _) in heldout_groups(cfg, part or cfg.eval.part).items()}
 
 
 def original_metrics(
@@ -222,7 +223,7 @@ def write_reconstructions(cfg: Config, original_path: Path, n: int = 8) -> Path:
 
     family = get_family(cfg.model.family)
     model = load_original(cfg, str(original_path)).eval()
-    groups = eval_groups(cfg)
+    groups = eval_groups(cfg, "test")
     x = torch.cat([groups["retain"][: n // 2], groups["forget"][: n - n // 2]])
     tiles = []
     for task in (cfg.eval.task, TaskConfig("random", 0.75)):

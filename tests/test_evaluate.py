@@ -65,3 +65,17 @@ def test_a_missing_checkpoint_is_one_message(cached, tmp_path, capsys):
     code = main(["evaluate", "--config", str(p), "--checkpoint", str(tmp_path / "nope.pt")])
     err = capsys.readouterr().err
     assert code == 2 and "nope.pt" in err and "Traceback" not in err
+
+
+def test_eval_groups_score_the_configured_part(tiny_cfg):
+    """``eval.part=val`` means validation images wherever images are scored (the sampling benchmark once scored the
+    test images whatever the override said)."""
+    import torch
+
+    from raysweep.evaluate import eval_groups
+
+    val, test = eval_groups(tiny_cfg.replace(**{"eval.part": "val"})), eval_groups(tiny_cfg)
+    assert tiny_cfg.eval.part == "test" and len(val["retain"]) == 2 * 16 and len(test["retain"]) == 2 * 24
+    assert torch.equal(eval_groups(tiny_cfg, "val")["forget"], val["forget"])
+    flat = {tuple(x.flatten().tolist()) for x in test["retain"]}
+    assert not any(tuple(x.flatten().tolist()) in flat for x in val["retain"])
