@@ -58,9 +58,9 @@ PRODUCERS: dict[str, Producer] = {
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
         "10352ccab354d8b9",
     ),
-    # (v3 kept through the stochastic samplers: they change only generation, never the pretrained weights)
+    # (v3 kept through the stochastic samplers and the default sampler: they change only generation, never the weights)
     "original:palette": Producer(
-        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "4eab46aa6a160918"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "a6426c2dd52038d2"
     ),
     "extractor": Producer(
         2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "e1948df55fb85f19"

@@ -14,9 +14,10 @@ strictly (docs/protocol.md §5.2).
 - **Forget target** (App. C.25): the teacher sees pure noise in place of x~ inside the hole (real context, real
   y_cond) - :func:`forget_input`.
 - **generate**: full ancestral DDPM over all T steps (``sampler: ddpm``, the paper / official test), deterministic
-  DDIM with ``sample_steps`` steps (``sampler: ddim``, the default), ancestral DDPM on ``sample_steps`` strided
+  DDIM with ``sample_steps`` steps (``sampler: ddim``), ancestral DDPM on ``sample_steps`` strided
   steps (``sampler: ancestral``, DDIM with eta = 1), DPM-Solver++(2M) with ``sample_steps`` network calls
-  (``sampler: dpmpp2m``, the ODE) or its stochastic form SDE-DPM-Solver++(2M) (``sampler: dpmpp2m_sde``); known
+  (``sampler: dpmpp2m``, the ODE) or its stochastic form SDE-DPM-Solver++(2M) (``sampler: dpmpp2m_sde``, the
+  default: docs/benchmarks.md); known
   pixels are re-imposed after every step, the start is y_cond (official), the seed is fixed. :func:`generation`
   names the sampler for the metrics.
 - Decoder (frozen, bit-identical after unlearning): output_blocks and out.
@@ -61,7 +62,7 @@ class Options:
     timesteps: int = 2000  # the official linear schedule
     linear_start: float = 1e-6
     linear_end: float = 1e-2
-    sampler: str = field(default="ddim", metadata=UNLEARN_ONLY)  # evaluation sampler (SAMPLERS)
+    sampler: str = field(default="dpmpp2m_sde", metadata=UNLEARN_ONLY)  # evaluation sampler (SAMPLERS)
     sample_steps: int = field(default=25, metadata=UNLEARN_ONLY)
     train_masks: str = "mixed"  # pretraining holes: mixed (boxes + the center box in half the rows) | boxes
     frozen_input_blocks: int = field(default=0, metadata=UNLEARN_ONLY)  # Eq. 10 trains the UNet blocks after these
