@@ -84,7 +84,8 @@ PRODUCERS: dict[str, Producer] = {
         "dd89b0210fa7072c",
     ),
     # the quality gate's report on a pretrained original
-    "quality": Producer(3, ("raysweep.quality",), "7085de54d4d7c3ae"),
+    # v4: keyed by the model section too (the sampler / decoding options decide the completions it scores)
+    "quality": Producer(4, ("raysweep.quality",), "d5eb87aad18d3313"),
 }
 
 

@@ -57,6 +57,7 @@ def report_path(cfg: Config, original: Path, extractor_label: str, device: torch
         "quality",
         {
             "original": sha256(original),
+            "model": cfg.digest("model"),  # the sampler / decoding options decide the completions it scores
             "extractor": extractor_label,
             "task": [cfg.eval.task.name, cfg.eval.task.ratio],
             "device": device.type,

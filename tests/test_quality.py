@@ -7,7 +7,7 @@ import raysweep.metrics as metrics
 from raysweep.jobs import extractor_job
 from raysweep.models import get_family
 from raysweep.models.checkpoints import save_atomic
-from raysweep.quality import OriginalQualityError, assess, gate
+from raysweep.quality import OriginalQualityError, assess, gate, report_path
 from raysweep.train import LocalHooks, fit
 
 
@@ -56,3 +56,15 @@ def test_a_flat_filling_original_is_stopped_with_the_fix(tiny_cfg, files, monkey
     assert not r["passed"] and len(r["failures"]) >= 2 and r["groups"]["retain"]["hole_mse_vs_flat"] == 1.0
     # switched off: the same report, no stop
     assert gate(tiny_cfg.replace(**{"pretrain.quality_gate": False}), *files, "ext-label")["passed"] is False
+
+
+def test_the_report_is_keyed_by_how_the_original_completes(tiny_cfg, files):
+    """A report made with one sampler / decoding setting is not reused for another (Palette's DDIM-25 report was
+    once reused for SDE-DPM-Solver++ completions), nor across task or device."""
+    orig, _ = files
+    cpu = torch.device("cpu")
+    base = report_path(tiny_cfg, orig, "ext", cpu)
+    for change in ({"model.options.mask_ratio": 0.5}, {"eval.task.ratio": 0.25}, {"data.forget_classes": [0, 4]}):
+        assert report_path(tiny_cfg.replace(**change), orig, "ext", cpu) != base, change
+    assert report_path(tiny_cfg, orig, "ext", torch.device("cuda")) != base
+    assert report_path(tiny_cfg.replace(**{"unlearn.alpha": 9.0}), orig, "ext", cpu) == base  # unlearning settings
