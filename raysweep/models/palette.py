@@ -14,12 +14,11 @@ strictly (docs/protocol.md §5.2).
 - **Forget target** (App. C.25): the teacher sees pure noise in place of x~ inside the hole (real context, real
   y_cond) - :func:`forget_input`.
 - **generate**: full ancestral DDPM over all T steps (``sampler: ddpm``, the paper / official test), deterministic
-  DDIM with ``sample_steps`` steps (``sampler: ddim``), ancestral DDPM on ``sample_steps`` strided
-  steps (``sampler: ancestral``, DDIM with eta = 1), DPM-Solver++(2M) with ``sample_steps`` network calls
-  (``sampler: dpmpp2m``, the ODE) or its stochastic form SDE-DPM-Solver++(2M) (``sampler: dpmpp2m_sde``, the
-  default: docs/benchmarks.md); known
-  pixels are re-imposed after every step, the start is y_cond (official), the seed is fixed. :func:`generation`
-  names the sampler for the metrics.
+  DDIM with ``sample_steps`` steps (``sampler: ddim``), ancestral DDPM on ``sample_steps`` strided steps
+  (``sampler: ancestral``, DDIM with eta = 1), DPM-Solver++(2M) with ``sample_steps`` network calls (``sampler:
+  dpmpp2m``, the ODE) or its stochastic form SDE-DPM-Solver++(2M) (``sampler: dpmpp2m_sde``, the default:
+  docs/benchmarks.md); known pixels are re-imposed after every step, the start is y_cond (official), the seed is
+  fixed. :func:`generation` names the sampler for the metrics.
 - Decoder (frozen, bit-identical after unlearning): output_blocks and out.
 """
 
