@@ -73,3 +73,52 @@ def test_eval_cache_benchmark_times_an_empty_and_a_filled_reference_cache(tmp_pa
     assert main(["--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "empty reference cache" in out and "ratio filled / empty" in out
+
+
+def test_per_class_benchmark_sees_which_classes_moved(tmp_path, capsys):
+    """benchmarks/per_class.py on a run folder whose 'unlearned' weights are the original's (nothing moved) and
+    then the original's with a perturbed encoder (every class moved): Eq. 10's ratios must tell the two apart."""
+    import yaml
+
+    from benchmarks.per_class import main
+    from raysweep.config import load_config
+    from raysweep.jobs import load_original
+    from raysweep.models.checkpoints import read_state_dict
+    from raysweep.pretrain import ensure_original
+    from tests.conftest import tiny_dict
+
+    d = tiny_dict(tmp_path)
+    d["resources"]["runtime"] = "local"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(d))
+    cfg = load_config(str(run / "config.yaml"))
+    original = str(ensure_original(cfg))
+    state = read_state_dict(original, key="model")
+    torch.save({"model": state}, run / "unlearned.pt")
+    out_json = tmp_path / "same.json"
+    assert main([str(run), "--images", "8", "--json", str(out_json)]) == 0
+    same = json.loads(out_json.read_text())["rows"]
+    assert set(same) == {"0", "1", "2", "3"} and {r["group"] for r in same.values()} == {"retain", "forget"}
+    for r in same.values():
+        assert r["moved"] == 0.0 and abs(r["target"] - 1.0) < 1e-6 and abs(r["fid_ratio"] - 1.0) < 1e-6
+
+    model = load_original(cfg, original)
+    family = get_family(cfg.model.family)
+    with torch.no_grad():
+        for p in family.encoder_parameters(model):
+            p.add_(0.5 * torch.randn_like(p))
+    torch.save({"model": model.state_dict()}, run / "unlearned.pt")
+    assert main([str(run), "--images", "8", "--json", str(out_json)]) == 0
+    moved = json.loads(out_json.read_text())["rows"]
+    assert all(r["moved"] > 0.01 and r["target"] != same[c]["target"] for c, r in moved.items())
+    printed = capsys.readouterr().out
+    assert "| class | group |" in printed and "val" in printed
+
+
+def test_per_class_benchmark_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    from benchmarks.per_class import main
+
+    with pytest.raises(SystemExit):
+        main([str(tmp_path)])
+    assert "not a finished run folder" in capsys.readouterr().err
