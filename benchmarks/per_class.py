@@ -10,7 +10,8 @@ with the original and the unlearned model side by side:
   target, 0: it reached it) and ``moved`` = ||E_u(x) - E_o(x)||^2 / ||E_o(x) - E_o(n)||^2, where E_o(n) is the
   frozen original's embedding of the family's forget input (noise, Eq. 10; App. C.25 for Palette).
 
-Run from a source checkout, on a finished run folder (``metrics.json``, ``config.yaml``, ``unlearned.pt``):
+On the CPU. ``unlearn.noise=lowrank`` runs are measured against N(0, I) noise (its Sigma is not refitted here);
+the output names the noise used. Run from a source checkout, on a run folder (``config.yaml``, ``unlearned.pt``):
 
     python benchmarks/per_class.py <results>/runs/<run> [--images 100] [--json out.json] [key=value ...]
 """
@@ -18,6 +19,7 @@ Run from a source checkout, on a finished run folder (``metrics.json``, ``config
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 from pathlib import Path
@@ -29,7 +31,7 @@ from raysweep.config import load_config
 from raysweep.data.masks import task_mask
 from raysweep.evaluate import MODEL_FILE, heldout_groups
 from raysweep.jobs import load_original
-from raysweep.metrics import complete, resolve_extractor
+from raysweep.metrics import classifier_scores, complete, resolve_extractor
 from raysweep.metrics.extractors import load_classifier
 from raysweep.metrics.fidelity import fid_is, to_uint8
 from raysweep.models import get_family
@@ -44,7 +46,7 @@ def embedding_ratios(family, original, unlearned, images: torch.Tensor, task, no
     gen = torch.Generator().manual_seed(seed)
     mask = task_mask(task, len(images), images.shape[-1], family.patch_size(original), gen)
     mean, std = family.input_stats(original)
-    n = sample_noise(noise if noise != "lowrank" else "gaussian", images, mean, std, gen)
+    n = sample_noise(noise, images, mean, std, gen)
     e_u, ctx = family.encode(unlearned, images, {"mask": mask.bool()}, gen)  # ctx: the same hole, t and eps for all
     e_o, _ = family.encode(original, images, ctx, gen)
     t_in, t_ctx = family.forget_input(images, n, torch.ones(len(images), dtype=torch.bool), ctx, noise)
@@ -53,13 +55,18 @@ def embedding_ratios(family, original, unlearned, images: torch.Tensor, task, no
     return {"target": float(((e_u - e_n) ** 2).sum()) / span, "moved": float(((e_u - e_o) ** 2).sum()) / span}
 
 
+def measured_noise(cfg) -> str:
+    """The run's forget noise, except lowrank (its Sigma is fitted on the run's forget set): N(0, I) instead."""
+    return "gaussian" if cfg.unlearn.noise == "lowrank" else cfg.unlearn.noise
+
+
 def per_class(run: Path, images: int, overrides: list[str]) -> dict[int, dict]:
     cfg = load_config(str(run / "config.yaml"), overrides)
     family = get_family(cfg.model.family)
     device = torch.device("cpu")
     original_path = ensure_original(cfg)
     original = load_original(cfg, str(original_path) if original_path else None).eval()
-    unlearned = load_original(cfg, str(original_path) if original_path else None).eval()
+    unlearned = copy.deepcopy(original)
     unlearned.load_state_dict(read_state_dict(str(run / MODEL_FILE), key="model"))
     ext_path = ensure_extractor(cfg)
     ext = resolve_extractor(cfg.eval.extractor, str(ext_path), extractor_label(cfg))
@@ -73,10 +80,10 @@ def per_class(run: Path, images: int, overrides: list[str]) -> dict[int, dict]:
                 out, _ = complete(family, model, xc, cfg.eval.task, device, cfg.eval.batch_size)
                 q = to_uint8(out)
                 row[f"{name}/fid"] = fid_is(q, to_uint8(xc), ext, cfg.eval.batch_size)["fid"]
-                with torch.no_grad():
-                    row[f"{name}/accuracy"] = float((clf(q.float() / 255.0).argmax(1) == c).float().mean())
+                labels = torch.full((len(xc),), c)
+                row[f"{name}/accuracy"] = classifier_scores(clf, q.float() / 255.0, xc, labels, device)["accuracy"]
             row["fid_ratio"] = row["unlearned/fid"] / max(row["original/fid"], 1e-12)
-            row.update(embedding_ratios(family, original, unlearned, xc, cfg.eval.task, cfg.unlearn.noise))
+            row.update(embedding_ratios(family, original, unlearned, xc, cfg.eval.task, measured_noise(cfg)))
             rows[c] = row
             logging.getLogger("per_class").info("class %d (%s) done", c, group)
     return rows
@@ -95,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     overrides = ["eval.part=val", *args.overrides]  # later overrides win
     rows = per_class(args.run, args.images, overrides)
-    print(f"{args.run.name}: per class, {args.images} held-out images each ({overrides})")
+    noise = measured_noise(load_config(str(args.run / "config.yaml"), overrides))
+    print(f"{args.run.name}: per class, {args.images} held-out images each ({overrides}), forget noise {noise}")
     print("| class | group | FID orig → unlearned | FID × | accuracy orig → unlearned | Eq. 10 target | moved |")
     print("|---|---|---|---|---|---|---|")
     for c, r in rows.items():
@@ -104,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['original/accuracy']:.2f} → {r['unlearned/accuracy']:.2f} | {r['target']:.2f} | {r['moved']:.2f} |"
         )
     if args.json:
-        Path(args.json).write_text(json.dumps({"run": str(args.run), "overrides": overrides, "rows": rows}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"run": str(args.run), "overrides": overrides, "noise": noise, "rows": rows}, indent=1)
+        )
     return 0
 
 
