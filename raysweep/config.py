@@ -156,11 +156,16 @@ class UnlearnConfig:
     epochs: int = 5
     batch_size: int = 64  # per worker
     lr: float = 1e-4
-    weight_decay: float = 0.05
-    betas: list = field(default_factory=lambda: [0.9, 0.95])
-    warmup_epochs: float = 1.0
+    # The optimiser: by default the paper's (App. B): AdamW, betas (0.9, 0.95), no weight decay for MAE / VQ-GAN;
+    # Adam, no weight decay for diffusion; no schedule or clipping named. The official MAGE code's settings are
+    # options: weight_decay 0.05, schedule cosine, warmup_epochs 1, grad_clip 3 (docs/deviations.md).
+    optimizer: str = "paper"  # paper (the family's, above) | adamw | adam
+    weight_decay: float = 0.0  # decoupled (AdamW) or L2 (Adam); never on biases and 1-D parameters
+    betas: list | None = None  # None = (0.9, 0.95) for AdamW (App. B), torch's (0.9, 0.999) for Adam
+    schedule: str = "constant"  # constant | cosine (half-cycle, per iteration, down to min_lr); after the warmup
+    warmup_epochs: float = 0.0  # linear warmup from 0, with either schedule
     min_lr: float = 0.0
-    grad_clip: float = 3.0
+    grad_clip: float = 0.0  # max gradient norm; 0 = no clipping
     log_every: int = 20  # steps between ray.train.report calls
 
     def validate(self) -> None:
@@ -180,8 +185,10 @@ class UnlearnConfig:
         _check_range("unlearn.grad_clip", self.grad_clip, 0.0)
         _check_range("unlearn.warmup_epochs", self.warmup_epochs, 0.0)
         _check_range("unlearn.log_every", self.log_every, 1)
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ConfigError(f"unlearn.betas={self.betas!r}; expected two numbers in [0, 1)")
+        _check_choice("unlearn.optimizer", self.optimizer, ["paper", "adamw", "adam"])
+        _check_choice("unlearn.schedule", self.schedule, ["constant", "cosine"])
+        if self.betas is not None and (len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas)):
+            raise ConfigError(f"unlearn.betas={self.betas!r}; expected two numbers in [0, 1), or null for the default")
 
 
 @dataclass(frozen=True)

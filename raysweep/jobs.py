@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Hyper:
-    """Optimiser and schedule settings of one job (AdamW, warmup + cosine, grad clip)."""
+    """Optimiser and schedule settings of one job (AdamW or Adam, linear warmup then cosine or constant, grad clip)."""
 
     epochs: int
     batch_size: int
@@ -52,6 +52,8 @@ class Hyper:
     loader_workers: int = 0  # DataLoader worker processes; -1 = auto (4 on CUDA, 0 on the CPU)
     channels_last: bool = False  # NHWC memory format for the module and its frozen copies
     compile: bool = False  # torch.compile the (wrapped) module
+    optimizer: str = "adamw"  # adamw | adam
+    schedule: str = "cosine"  # after the warmup: cosine (down to min_lr) | constant
 
 
 @dataclass
@@ -251,17 +253,20 @@ def unlearn_job(
     ds = load_dataset(cfg.data, train=True)
     split = unlearn_split(ds.labels, cfg.data, ds.num_classes)
     u = cfg.unlearn
+    optimizer = family.PAPER_OPTIMIZER if u.optimizer == "paper" else u.optimizer
     hyper = Hyper(
         u.epochs,
         u.batch_size,
         u.lr,
         u.weight_decay,
-        tuple(u.betas),
+        tuple(u.betas) if u.betas is not None else ((0.9, 0.95) if optimizer == "adamw" else (0.9, 0.999)),
         u.warmup_epochs,
         u.min_lr,
         u.grad_clip,
         u.log_every,
         **_runtime(cfg),
+        optimizer=optimizer,
+        schedule=u.schedule,
     )
     sigma = _lowrank_sigma(cfg, family, teacher, ds, split) if u.noise == "lowrank" else None
     return Job(

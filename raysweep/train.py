@@ -2,8 +2,8 @@
 
 ``fit`` is the loop itself, independent of Ray (the throughput benchmark runs it under plain torch DDP too);
 ``train_loop_per_worker`` is the Ray Train entry point; ``run_job`` launches a TorchTrainer for one job.
-AdamW with linear warmup then half-cycle cosine per iteration (docs/protocol.md §1.1), grad clipping, a checkpoint
-every epoch and resume from it, ``FloatingPointError`` on a non-finite loss.
+AdamW or Adam, linear warmup then a half-cycle cosine per iteration (docs/protocol.md §1.1) or a constant rate, grad
+clipping, a checkpoint every epoch and resume from it, ``FloatingPointError`` on a non-finite loss.
 """
 
 from __future__ import annotations
@@ -47,10 +47,21 @@ def param_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def make_optimizer(h: Hyper, params: list[nn.Parameter], fused: bool) -> torch.optim.Optimizer:
+    """``h.optimizer`` over ``params``: decoupled weight decay (AdamW) or L2 (Adam), none on 1-D parameters."""
+    cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[h.optimizer]
+    return cls(
+        param_groups(params, h.weight_decay), lr=h.lr, betas=tuple(h.betas), **({"fused": True} if fused else {})
+    )
+
+
 def lr_at(h: Hyper, progress_epochs: float) -> float:
-    """Linear warmup for ``warmup_epochs``, then half-cycle cosine down to ``min_lr`` (per iteration)."""
+    """Linear warmup for ``warmup_epochs``, then half-cycle cosine down to ``min_lr`` (per iteration) or, with
+    ``schedule`` constant, ``lr`` throughout."""
     if progress_epochs < h.warmup_epochs:
         return h.lr * progress_epochs / h.warmup_epochs
+    if h.schedule == "constant":
+        return h.lr
     span = max(h.epochs - h.warmup_epochs, 1e-8)
     t = min(1.0, (progress_epochs - h.warmup_epochs) / span)
     return h.min_lr + (h.lr - h.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
@@ -99,9 +110,7 @@ def fit(
     module = job.module.to(dev, **layout)
     for fz in job.frozen:
         fz.to(dev, **layout)
-    opt = torch.optim.AdamW(
-        param_groups(job.params, h.weight_decay), lr=h.lr, betas=tuple(h.betas), **({"fused": True} if cuda else {})
-    )
+    opt = make_optimizer(h, job.params, fused=cuda)
     start_epoch = 0
     state = hooks.restore()
     if state is not None:  # resume: a worker restart or a re-launched run

@@ -41,6 +41,9 @@ def test_unknown_key_lists_valid_keys():
         ("data.forget_classes=[]", "forget_classes is empty"),
         ("eval.task.name=blur", "choose one of"),
         ("eval.task.ratio=1.5", "out of range"),
+        ("unlearn.optimizer=sgd", r"choose one of \['paper', 'adamw', 'adam'\]"),
+        ("unlearn.schedule=linear", "choose one of"),
+        ("unlearn.betas=[0.9]", "two numbers"),
     ],
 )
 def test_bad_values_are_rejected_with_the_fix(override, match):

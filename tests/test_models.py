@@ -109,6 +109,7 @@ def test_every_family_satisfies_the_declared_contract(name):
         assert hasattr(fam, m), f"{name} lacks {m}"
     for m in ("OPTIONS", "UNLEARN_OPTIONS"):
         assert isinstance(getattr(fam, m), set) and fam.UNLEARN_OPTIONS <= fam.OPTIONS
+    assert fam.PAPER_OPTIMIZER == {"mae": "adamw", "mage": "adamw", "palette": "adam"}[name]  # App. B
     for m in members:
         if callable(getattr(Declared, m, None)):
             want = [p for p in inspect.signature(getattr(Declared, m)).parameters if p != "self"]

@@ -79,6 +79,47 @@ def test_warmup_then_cosine():
     assert lr_at(h, 10) == pytest.approx(0.1)
 
 
+def test_constant_schedule_after_the_warmup():
+    h = Hyper(epochs=4, batch_size=1, lr=1.0, weight_decay=0.0, warmup_epochs=1, schedule="constant")
+    assert lr_at(h, 0.5) == pytest.approx(0.5) and lr_at(h, 1) == lr_at(h, 3.9) == 1.0
+
+
+@pytest.mark.parametrize(
+    "family, over, want",
+    [  # the config's default is the paper's optimiser for the family (App. B); the YAMLs' settings are options
+        ("mae", {}, ("AdamW", (0.9, 0.95), 0.0, "constant", 0.0, 0.0)),
+        ("mage", {}, ("AdamW", (0.9, 0.95), 0.0, "constant", 0.0, 0.0)),
+        ("palette", {}, ("Adam", (0.9, 0.999), 0.0, "constant", 0.0, 0.0)),
+        (
+            "palette",
+            {"optimizer": "adamw", "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1.0, "grad_clip": 3.0},
+            ("AdamW", (0.9, 0.95), 0.05, "cosine", 1.0, 3.0),
+        ),
+        (
+            "mae",
+            {"optimizer": "adam", "betas": [0.5, 0.9], "weight_decay": 0.01},
+            ("Adam", (0.5, 0.9), 0.01, "constant", 0.0, 0.0),
+        ),
+    ],
+)
+def test_unlearning_optimiser_per_family(tmp_path, family, over, want):
+    from raysweep.config import Config
+    from raysweep.train import make_optimizer
+    from tests.conftest import TINY_OPTIONS, tiny_dict
+
+    d = tiny_dict(tmp_path)
+    d["model"] = {"family": family, "preset": "tiny", "options": dict(TINY_OPTIONS[family])}
+    d["unlearn"].pop("warmup_epochs")
+    cfg = Config.from_dict(d).replace(**{f"unlearn.{k}": v for k, v in over.items()})
+    original = tmp_path / "o.pt"
+    torch.save({"model": get_family(family).build(cfg.model).state_dict()}, original)
+    h = unlearn_job(cfg, original=str(original), finish=lambda m, dv: None).hyper
+    opt = make_optimizer(h, [torch.nn.Parameter(torch.zeros(3, 3)), torch.nn.Parameter(torch.zeros(3))], fused=False)
+    got = (type(opt).__name__, tuple(h.betas), opt.param_groups[0]["weight_decay"], h.schedule, h.warmup_epochs)
+    assert got + (h.grad_clip,) == want
+    assert opt.param_groups[1]["weight_decay"] == 0.0  # never on 1-D parameters
+
+
 def test_extractor_learns_synthetic_classes(tiny_cfg, tmp_path):
     out = fit(
         extractor_job(tiny_cfg.replace(**{"pretrain.extractor_epochs": 15}), output=str(tmp_path / "e.pt")),

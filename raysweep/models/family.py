@@ -36,6 +36,7 @@ class ModelFamily(Protocol):
     Options: type  # the family's ``model.options`` as a frozen dataclass (read with :func:`parse_options`)
     OPTIONS: set[str]  # its field names
     UNLEARN_OPTIONS: set[str]  # fields that change unlearning / evaluation only, never the pretrained original
+    PAPER_OPTIMIZER: str  # the unlearning optimiser App. B names for the family (``unlearn.optimizer=paper``)
 
     def build(self, cfg: ModelConfig) -> nn.Module: ...
     def encoder_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]: ...

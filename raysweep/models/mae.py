@@ -98,6 +98,7 @@ PRETRAIN_TASKS = (
     ("extend_right", 0.25, 0.5),
 )
 UNLEARN_OPTIONS = unlearn_only(Options)  # none: every MAE option changes the pretrained original
+PAPER_OPTIMIZER = "adamw"  # App. B, "VQ-GAN & MAE": AdamW, betas (0.9, 0.95), no weight decay
 
 
 def _sincos_2d(dim: int, grid: int, cls_token: bool) -> np.ndarray:

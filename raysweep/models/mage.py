@@ -101,6 +101,7 @@ class Options(ViTOverrides):
 
 OPTIONS = option_names(Options)
 UNLEARN_OPTIONS = unlearn_only(Options)
+PAPER_OPTIMIZER = "adamw"  # App. B, "VQ-GAN & MAE": AdamW, betas (0.9, 0.95), no weight decay
 NUM_CLASS_TOKENS = 1000  # the official vocabulary: codebook + 1000 class ids + [MASK]
 
 

@@ -77,6 +77,7 @@ class Options:
 
 OPTIONS = option_names(Options)
 UNLEARN_OPTIONS = unlearn_only(Options)
+PAPER_OPTIMIZER = "adam"  # App. B, "Diffusion Models": Adam, no weight decay
 BUFFERS = (
     "gammas",
     "sqrt_recip_gammas",
