@@ -23,11 +23,13 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any
 
-# the loop and the data every trained artifact goes through
+# the loop and the data every trained artifact goes through (``make_optimizer`` / ``lr_at``'s Adam and constant
+# schedule, added for unlearning, left pretraining and the extractor bit-identical: versions kept)
 _LOOP = (
     "raysweep.train:fit",
     "raysweep.train:lr_at",
     "raysweep.train:param_groups",
+    "raysweep.train:make_optimizer",
     "raysweep.data.datasets:TensorImageDataset",
     "raysweep.data.datasets:fashion_mnist",
     "raysweep.data.datasets:synthetic",
@@ -52,18 +54,18 @@ class Producer:
 PRODUCERS: dict[str, Producer] = {
     # v2: pretraining mixes I2I task masks into MAE's random masking; per-class image order independent of the
     # class lists; ``pretrain.seed``
-    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "cc112200a669b909"),
+    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "10a734d4c448b310"),
     "original:mage": Producer(
         2,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "10352ccab354d8b9",
+        "0b3261bbd843666d",
     ),
     # (v3 kept through the stochastic samplers and the default sampler: they change only generation, never the weights)
     "original:palette": Producer(
-        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "a6426c2dd52038d2"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "ca6bdc6b2f4ec082"
     ),
     "extractor": Producer(
-        2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "e1948df55fb85f19"
+        2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "2ec0c83ff8f15e55"
     ),
     # features of the fixed reference images (torch-fidelity's cache) and the metrics computed from them
     "reference": Producer(

@@ -212,6 +212,22 @@ def test_bad_palette_options():
         tiny(frozen_input_blocks=9)
 
 
+def test_unlearn_t_max_keeps_eq10_timesteps_below_it_and_leaves_pretraining_alone():
+    """model.options.unlearn_t_max: Eq. 10's encode draws t < unlearn_t_max x T; 1.0 draws exactly the official
+    stream; pretraining's noising never reads it."""
+    x = torch.rand(64, 3, 16, 16)
+    full, quarter = tiny(), tiny(unlearn_t_max=0.25)
+    quarter.load_state_dict(full.state_dict())
+    _, c1 = palette.encode(full, x, None, torch.Generator().manual_seed(0))
+    _, c2 = palette.encode(quarter, x, None, torch.Generator().manual_seed(0))
+    assert c1["t"].max() >= 25 and c2["t"].max() < 25 and c2["t"].min() >= 1  # T = 100 in the tiny test model
+    gen = [torch.Generator().manual_seed(1) for _ in range(2)]
+    assert torch.equal(palette.pretrain_loss(full, x, gen[0]), palette.pretrain_loss(quarter, x, gen[1]))
+    with pytest.raises(ValueError, match="unlearn_t_max=0.01 must be in"):
+        tiny(unlearn_t_max=0.01)
+    assert "unlearn_t_max" in palette.UNLEARN_OPTIONS  # never part of the original's cache key
+
+
 def test_gaussian_forget_noise_is_the_students_eps():
     """Official §1.2: the forget target's noise is the eps of the student's x~ (uniform: coupled to it)."""
     m = tiny()

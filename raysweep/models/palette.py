@@ -65,6 +65,8 @@ class Options:
     sample_steps: int = field(default=25, metadata=UNLEARN_ONLY)
     train_masks: str = "mixed"  # pretraining holes: mixed (boxes + the center box in half the rows) | boxes
     frozen_input_blocks: int = field(default=0, metadata=UNLEARN_ONLY)  # Eq. 10 trains the UNet blocks after these
+    # Eq. 10's timesteps while unlearning: t ~ U{1 .. unlearn_t_max * T - 1} (raysweep option; 1 = all, official)
+    unlearn_t_max: float = field(default=1.0, metadata=UNLEARN_ONLY)
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -73,6 +75,11 @@ class Options:
             raise ValueError(f"model.options.sample_steps={self.sample_steps} must be in [1, {self.timesteps}]")
         if self.train_masks not in TRAIN_MASKS:
             raise ValueError(f"model.options.train_masks={self.train_masks!r}; choose one of {list(TRAIN_MASKS)}")
+        if not 0.0 < self.unlearn_t_max <= 1.0 or self.unlearn_t_max * self.timesteps < 2:
+            raise ValueError(
+                f"model.options.unlearn_t_max={self.unlearn_t_max} must be in (0, 1] and leave at least 2 of the "
+                f"{self.timesteps} timesteps"
+            )
 
 
 OPTIONS = option_names(Options)
@@ -110,7 +117,7 @@ class PaletteNetwork(nn.Module):
         self.register_buffer("posterior_mean_coef1", f32(betas * np.sqrt(prev) / (1.0 - gammas)))
         self.register_buffer("posterior_mean_coef2", f32((1.0 - prev) * np.sqrt(alphas) / (1.0 - gammas)))
         self.sampler, self.sample_steps, self.train_masks = "ddim", 25, "mixed"
-        self.frozen_input_blocks = 0
+        self.frozen_input_blocks, self.unlearn_t_max = 0, 1.0
 
     @property
     def timesteps(self) -> int:
@@ -149,11 +156,15 @@ def train_masks(model: PaletteNetwork, images: torch.Tensor, generator: torch.Ge
 
 
 def _noising(
-    model: PaletteNetwork, images: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None
+    model: PaletteNetwork,
+    images: torch.Tensor,
+    mask: torch.Tensor,
+    generator: torch.Generator | None,
+    t_max: float = 1.0,
 ) -> dict:
-    """t, continuous gamma, eps and y_cond for a batch (Palette's forward)."""
+    """t, continuous gamma, eps and y_cond for a batch (Palette's forward); t below ``t_max`` x T."""
     b, dev = images.shape[0], images.device
-    t = torch.randint(1, model.timesteps, (b,), generator=generator, device=dev)
+    t = torch.randint(1, max(2, round(t_max * model.timesteps)), (b,), generator=generator, device=dev)
     g0, g1 = model.gammas[t - 1], model.gammas[t]
     gamma = g0 + (g1 - g0) * torch.rand(b, generator=generator, device=dev)
     eps = torch.randn(images.shape, generator=generator, device=dev)
@@ -188,6 +199,7 @@ def build(cfg: ModelConfig) -> PaletteNetwork:
     model = PaletteNetwork(unet, o.timesteps, o.linear_start, o.linear_end)
     model.sampler, model.sample_steps = o.sampler, o.sample_steps
     model.train_masks, model.frozen_input_blocks = o.train_masks, o.frozen_input_blocks
+    model.unlearn_t_max = o.unlearn_t_max
     n_in = len(unet.input_blocks)
     if not 0 <= model.frozen_input_blocks <= n_in:
         raise ValueError(
@@ -240,7 +252,7 @@ def _ctx(model: PaletteNetwork, images: torch.Tensor, ctx: dict | None, generato
     if ctx is not None and "gamma" in ctx:
         return ctx
     mask = ctx["mask"] if ctx is not None and "mask" in ctx else train_masks(model, images, generator)
-    return _noising(model, images, mask, generator)
+    return _noising(model, images, mask, generator, model.unlearn_t_max)
 
 
 def _flat(maps: list[torch.Tensor]) -> torch.Tensor:
