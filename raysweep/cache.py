@@ -54,18 +54,18 @@ class Producer:
 PRODUCERS: dict[str, Producer] = {
     # v2: pretraining mixes I2I task masks into MAE's random masking; per-class image order independent of the
     # class lists; ``pretrain.seed``
-    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "10a734d4c448b310"),
+    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "f6385e268e180876"),
     "original:mage": Producer(
         2,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "0b3261bbd843666d",
+        "3157ab2f3e706e04",
     ),
     # (v3 kept through the stochastic samplers and the default sampler: they change only generation, never the weights)
     "original:palette": Producer(
-        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "ca6bdc6b2f4ec082"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "33c2bdfce0bc4c58"
     ),
     "extractor": Producer(
-        2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "2ec0c83ff8f15e55"
+        2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "5dc0d31e52463ee3"
     ),
     # features of the fixed reference images (torch-fidelity's cache) and the metrics computed from them
     "reference": Producer(

@@ -43,7 +43,7 @@ class Hyper:
     batch_size: int
     lr: float
     weight_decay: float
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: tuple[float, float] | None = (0.9, 0.95)  # None = the optimiser's default (train.OPTIMIZERS)
     warmup_epochs: float = 0.0
     min_lr: float = 0.0
     grad_clip: float | None = None
@@ -259,7 +259,7 @@ def unlearn_job(
         u.batch_size,
         u.lr,
         u.weight_decay,
-        tuple(u.betas) if u.betas is not None else ((0.9, 0.95) if optimizer == "adamw" else (0.9, 0.999)),
+        None if u.betas is None else tuple(u.betas),
         u.warmup_epochs,
         u.min_lr,
         u.grad_clip,

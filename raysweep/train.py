@@ -47,12 +47,15 @@ def param_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+# optimiser class and its betas when ``Hyper.betas`` is None: AdamW's are App. B's (0.9, 0.95), Adam's torch's
+OPTIMIZERS = {"adamw": (torch.optim.AdamW, (0.9, 0.95)), "adam": (torch.optim.Adam, (0.9, 0.999))}
+
+
 def make_optimizer(h: Hyper, params: list[nn.Parameter], fused: bool) -> torch.optim.Optimizer:
     """``h.optimizer`` over ``params``: decoupled weight decay (AdamW) or L2 (Adam), none on 1-D parameters."""
-    cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[h.optimizer]
-    return cls(
-        param_groups(params, h.weight_decay), lr=h.lr, betas=tuple(h.betas), **({"fused": True} if fused else {})
-    )
+    cls, betas = OPTIMIZERS[h.optimizer]
+    betas = betas if h.betas is None else tuple(h.betas)
+    return cls(param_groups(params, h.weight_decay), lr=h.lr, betas=betas, **({"fused": True} if fused else {}))
 
 
 def lr_at(h: Hyper, progress_epochs: float) -> float:

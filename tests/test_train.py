@@ -115,7 +115,8 @@ def test_unlearning_optimiser_per_family(tmp_path, family, over, want):
     torch.save({"model": get_family(family).build(cfg.model).state_dict()}, original)
     h = unlearn_job(cfg, original=str(original), finish=lambda m, dv: None).hyper
     opt = make_optimizer(h, [torch.nn.Parameter(torch.zeros(3, 3)), torch.nn.Parameter(torch.zeros(3))], fused=False)
-    got = (type(opt).__name__, tuple(h.betas), opt.param_groups[0]["weight_decay"], h.schedule, h.warmup_epochs)
+    g = opt.param_groups[0]
+    got = (type(opt).__name__, tuple(g["betas"]), g["weight_decay"], h.schedule, h.warmup_epochs)
     assert got + (h.grad_clip,) == want
     assert opt.param_groups[1]["weight_decay"] == 0.0  # never on 1-D parameters
 
