@@ -62,7 +62,7 @@ PRODUCERS: dict[str, Producer] = {
     ),
     # (v3 kept through the stochastic samplers and the default sampler: they change only generation, never the weights)
     "original:palette": Producer(
-        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "33c2bdfce0bc4c58"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "fe391b9f033cb590"
     ),
     "extractor": Producer(
         2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "5dc0d31e52463ee3"

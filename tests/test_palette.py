@@ -282,3 +282,31 @@ def test_dpm_solver_pp_2m_solves_the_diffusion_ode_with_few_steps():
     err_dpm, err_ddim = (dpm - exact).abs().max().item(), (ddim - exact).abs().max().item()
     assert err_dpm < 0.04, err_dpm  # measured 0.023 (DDIM-15: 0.19; DDIM-1000 vs DDIM-300: 0.007)
     assert err_dpm < err_ddim / 4, (err_dpm, err_ddim)
+
+
+def test_forget_context_noise_makes_the_whole_forget_input_noise_and_keeps_retain_rows():
+    """model.options.forget_context: real (App. C.25) keeps the forget image outside the hole; noise (Eq. 10's
+    T(n)) gives the teacher the noise n everywhere for forget rows only; retain rows and pretraining are unchanged."""
+    x = torch.rand(2, 3, 16, 16)
+    is_forget = torch.tensor([True, False])
+    real, noisy = tiny(), tiny(forget_context="noise")
+    noisy.load_state_dict(real.state_dict())
+    _, c_real = palette.encode(real, x, None, torch.Generator().manual_seed(0))
+    _, c_noise = palette.encode(noisy, x, None, torch.Generator().manual_seed(0))
+    assert torch.equal(c_real["eps"], c_noise["eps"]) and c_noise["forget_context"] == "noise"
+    i_real, t_real = palette.forget_input(x, torch.zeros_like(x), is_forget, c_real, "gaussian")
+    i_noise, t_noise = palette.forget_input(x, torch.zeros_like(x), is_forget, c_noise, "gaussian")
+    assert torch.equal(i_real, x)  # App. C.25: the real image stays the context
+    assert torch.equal(i_noise[1], x[1])  # retain rows untouched
+    assert torch.allclose(i_noise[0] * 2 - 1, c_noise["eps"][0])  # the forget row is n = eps everywhere
+    net_real = palette._net_input(i_real, t_real, t_real["pure_noise"])
+    net_noise = palette._net_input(i_noise, t_noise, t_noise["pure_noise"])
+    hole = c_noise["mask"][0]
+    assert torch.equal(net_real[1], net_noise[1])
+    assert torch.equal(net_real[0][:, hole], net_noise[0][:, hole])  # the hole: the same noise in both
+    assert not torch.allclose(net_real[0][:, ~hole], net_noise[0][:, ~hole])  # the context: real vs noise
+    gen = [torch.Generator().manual_seed(1) for _ in range(2)]
+    assert torch.equal(palette.pretrain_loss(real, x, gen[0]), palette.pretrain_loss(noisy, x, gen[1]))
+    with pytest.raises(ValueError, match=r"forget_context='blank'; choose one of \['real', 'noise'\]"):
+        tiny(forget_context="blank")
+    assert "forget_context" in palette.UNLEARN_OPTIONS  # never part of the original's cache key

@@ -12,7 +12,9 @@ strictly (docs/protocol.md §5.2).
   gamma, eps and the hole mask, shared with the teacher. ``frozen_input_blocks`` (raysweep option, default 0 =
   official) keeps the class-blind first blocks and cond_embed at the original's weights.
 - **Forget target** (App. C.25): the teacher sees pure noise in place of x~ inside the hole (real context, real
-  y_cond) - :func:`forget_input`.
+  y_cond) - :func:`forget_input`. ``forget_context: noise`` (raysweep option) reads Eq. 10 literally instead, as
+  for MAE and VQ-GAN: the teacher encodes the transform of a whole noise image, T(n), so the context and y_cond
+  outside the hole are noise too.
 - **generate**: full ancestral DDPM over all T steps (``sampler: ddpm``, the paper / official test), deterministic
   DDIM with ``sample_steps`` steps (``sampler: ddim``), ancestral DDPM on ``sample_steps`` strided steps
   (``sampler: ancestral``, DDIM with eta = 1), DPM-Solver++(2M) with ``sample_steps`` network calls (``sampler:
@@ -45,6 +47,7 @@ PRESETS = {
 }
 SAMPLERS = ("ddim", "ddpm", "ancestral", "dpmpp2m", "dpmpp2m_sde")
 TRAIN_MASKS = ("mixed", "boxes")
+FORGET_CONTEXTS = ("real", "noise")  # the forget target's context: App. C.25 (real) or Eq. 10's T(n) (noise)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class Options:
     frozen_input_blocks: int = field(default=0, metadata=UNLEARN_ONLY)  # Eq. 10 trains the UNet blocks after these
     # Eq. 10's timesteps while unlearning: t ~ U{1 .. unlearn_t_max * T - 1} (raysweep option; 1 = all, official)
     unlearn_t_max: float = field(default=1.0, metadata=UNLEARN_ONLY)
+    # the forget target's context outside the hole: real (App. C.25, official) | noise (Eq. 10's T(n), raysweep)
+    forget_context: str = field(default="real", metadata=UNLEARN_ONLY)
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -75,6 +80,10 @@ class Options:
             raise ValueError(f"model.options.sample_steps={self.sample_steps} must be in [1, {self.timesteps}]")
         if self.train_masks not in TRAIN_MASKS:
             raise ValueError(f"model.options.train_masks={self.train_masks!r}; choose one of {list(TRAIN_MASKS)}")
+        if self.forget_context not in FORGET_CONTEXTS:
+            raise ValueError(
+                f"model.options.forget_context={self.forget_context!r}; choose one of {list(FORGET_CONTEXTS)}"
+            )
         if not 0.0 < self.unlearn_t_max <= 1.0 or self.unlearn_t_max * self.timesteps < 2:
             raise ValueError(
                 f"model.options.unlearn_t_max={self.unlearn_t_max} must be in (0, 1] and leave at least 2 of the "
@@ -117,7 +126,7 @@ class PaletteNetwork(nn.Module):
         self.register_buffer("posterior_mean_coef1", f32(betas * np.sqrt(prev) / (1.0 - gammas)))
         self.register_buffer("posterior_mean_coef2", f32((1.0 - prev) * np.sqrt(alphas) / (1.0 - gammas)))
         self.sampler, self.sample_steps, self.train_masks = "ddim", 25, "mixed"
-        self.frozen_input_blocks, self.unlearn_t_max = 0, 1.0
+        self.frozen_input_blocks, self.unlearn_t_max, self.forget_context = 0, 1.0, "real"
 
     @property
     def timesteps(self) -> int:
@@ -199,7 +208,7 @@ def build(cfg: ModelConfig) -> PaletteNetwork:
     model = PaletteNetwork(unet, o.timesteps, o.linear_start, o.linear_end)
     model.sampler, model.sample_steps = o.sampler, o.sample_steps
     model.train_masks, model.frozen_input_blocks = o.train_masks, o.frozen_input_blocks
-    model.unlearn_t_max = o.unlearn_t_max
+    model.unlearn_t_max, model.forget_context = o.unlearn_t_max, o.forget_context
     n_in = len(unet.input_blocks)
     if not 0 <= model.frozen_input_blocks <= n_in:
         raise ValueError(
@@ -252,7 +261,7 @@ def _ctx(model: PaletteNetwork, images: torch.Tensor, ctx: dict | None, generato
     if ctx is not None and "gamma" in ctx:
         return ctx
     mask = ctx["mask"] if ctx is not None and "mask" in ctx else train_masks(model, images, generator)
-    return _noising(model, images, mask, generator, model.unlearn_t_max)
+    return {**_noising(model, images, mask, generator, model.unlearn_t_max), "forget_context": model.forget_context}
 
 
 def _flat(maps: list[torch.Tensor]) -> torch.Tensor:
@@ -286,7 +295,10 @@ def forget_input(
     hole for forget rows. ``gaussian``: n = the very eps that made the student's x~ (official §1.2: q_sample returns
     ``noise`` itself) - a fresh draw would add a target the student cannot predict (measured: the forget term did not
     move in 3 epochs); ``uniform`` (App. E): n = 2 Phi(eps) - 1, U[-1, 1] coupled to the same draw; ``batch_stats``:
-    the given pixel-space noise in the UNet's [-1, 1] space."""
+    the given pixel-space noise in the UNet's [-1, 1] space.
+
+    ``ctx["forget_context"] == "noise"`` (``model.options.forget_context``): Eq. 10 read literally, E_0(T(n)): the
+    forget rows' whole image becomes that same n, so the context and y_cond outside the hole are noise as well."""
     eps = ctx["eps"]
     if kind == "gaussian":
         n = eps
@@ -294,6 +306,8 @@ def forget_input(
         n = torch.special.erf(eps / 2**0.5)  # 2 * Phi(eps) - 1
     else:
         n = noise * 2.0 - 1.0
+    if ctx.get("forget_context", "real") == "noise":
+        images = torch.where(is_forget.view(-1, 1, 1, 1), (n + 1.0) / 2.0, images)  # [0, 1] space: _to_model -> n
     return images, {**ctx, "pure_noise": is_forget, "forget_noise": n}
 
 
