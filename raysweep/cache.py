@@ -54,15 +54,15 @@ class Producer:
 PRODUCERS: dict[str, Producer] = {
     # v2: pretraining mixes I2I task masks into MAE's random masking; per-class image order independent of the
     # class lists; ``pretrain.seed``
-    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "f6385e268e180876"),
+    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "4a4bdca3a3f9e91c"),
     "original:mage": Producer(
         2,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "3157ab2f3e706e04",
+        "834fb3602f67b449",
     ),
     # (v3 kept through the stochastic samplers and the default sampler: they change only generation, never the weights)
     "original:palette": Producer(
-        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "fe391b9f033cb590"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "3291b7daa7bb616d"
     ),
     "extractor": Producer(
         2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "5dc0d31e52463ee3"

@@ -43,6 +43,7 @@ def run_spec(cfg: Config, run_dir: Path, models: Models | None = None) -> RunSpe
     content hashes) and where the original's scores are cached."""
     from raysweep import cache
     from raysweep.metrics.clip import clip_label
+    from raysweep.models import get_family, scoring_options
     from raysweep.models.checkpoints import sha256
     from raysweep.train import use_gpu
 
@@ -50,11 +51,15 @@ def run_spec(cfg: Config, run_dir: Path, models: Models | None = None) -> RunSpe
     original = models.original
     orig_sha = sha256(original if original else cfg.model.checkpoint)
     # the original's scores depend on its weights (content), the eval data / task / sampler settings, the
-    # extractor's weights, the device its sampler runs on and the code that scores (cache.PRODUCERS)
+    # extractor's weights, the device its sampler runs on and the code that scores (cache.PRODUCERS); options that
+    # change only how unlearning trains (e.g. Palette's frozen_input_blocks) do not
+    settings = cfg.to_dict()
+    family = get_family(cfg.model.family)
+    settings["model"]["options"] = scoring_options(family, settings["model"]["options"])
     key = cache.key(
         "scores",
         {
-            "config": cfg.digest("model", "data", "eval"),
+            "config": {s: settings[s] for s in ("model", "data", "eval")},
             "original": orig_sha,
             "extractor": models.extractor_label,
             "device": "cuda" if use_gpu(cfg) else "cpu",

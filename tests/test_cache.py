@@ -67,3 +67,30 @@ def test_original_key_covers_seed_workers_and_dataset_content(tiny_cfg, monkeypa
 
     monkeypatch.setattr(ds, "dataset_fingerprint", lambda cfg: "other-content")
     assert original_key(tiny_cfg) != base and extractor_key(tiny_cfg) != ext
+
+
+def test_original_scores_key_ignores_training_only_options_but_not_sampling(tmp_path):
+    """The original's cached scores: an option that changes only how unlearning trains (Palette's
+    frozen_input_blocks, unlearn_t_max, forget_context) reuses them; the sampler, the eval task, the original's
+    content and the extractor do not."""
+    from raysweep.config import load_config
+    from raysweep.pretrain import Models
+    from raysweep.runner import run_spec
+
+    weights = tmp_path / "original.pt"
+    weights.write_bytes(b"weights")
+    models = Models(original=weights, extractor=tmp_path / "ext.pt", extractor_label="ext-1", quality=None, seconds={})
+    cfg = load_config("palette_fmnist", [])
+
+    def scores(overrides, m=models):
+        return run_spec(cfg.replace(**overrides), tmp_path / "run", m).original_cache
+
+    base = scores({})
+    for name, value in (("frozen_input_blocks", 0), ("unlearn_t_max", 0.5), ("forget_context", "noise")):
+        assert scores({f"model.options.{name}": value}) == base, name
+    assert scores({"unlearn.alpha": 0.3}) == base
+    assert scores({"model.options.sample_steps": 10}) != base
+    assert scores({"eval.task.ratio": 0.25}) != base
+    assert scores({}, Models(**{**models.__dict__, "extractor_label": "ext-2"})) != base
+    weights.write_bytes(b"other weights")
+    assert scores({}) != base

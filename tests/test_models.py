@@ -107,8 +107,8 @@ def test_every_family_satisfies_the_declared_contract(name):
     assert {"Options", "OPTIONS", "UNLEARN_OPTIONS", "patch_size", "encode", "generate"} <= set(members)
     for m in members:
         assert hasattr(fam, m), f"{name} lacks {m}"
-    for m in ("OPTIONS", "UNLEARN_OPTIONS"):
-        assert isinstance(getattr(fam, m), set) and fam.UNLEARN_OPTIONS <= fam.OPTIONS
+    for m in ("OPTIONS", "UNLEARN_OPTIONS", "TRAINING_OPTIONS"):
+        assert isinstance(getattr(fam, m), set) and fam.TRAINING_OPTIONS <= fam.UNLEARN_OPTIONS <= fam.OPTIONS
     assert fam.PAPER_OPTIMIZER == {"mae": "adamw", "mage": "adamw", "palette": "adam"}[name]  # App. B
     for m in members:
         if callable(getattr(Declared, m, None)):

@@ -31,3 +31,9 @@ def pretrain_options(family: Any, options: dict) -> dict:
     """``options`` without those that only change unlearning / evaluation (``UNLEARN_OPTIONS`` of the family):
     they must not change which pretrained original is used."""
     return {k: v for k, v in options.items() if k not in family.UNLEARN_OPTIONS}
+
+
+def scoring_options(family: Any, options: dict) -> dict:
+    """``options`` without those that change only how unlearning trains (``TRAINING_OPTIONS`` of the family): they
+    cannot change the original's completions, so they must not change which cached scores of it are used."""
+    return {k: v for k, v in options.items() if k not in family.TRAINING_OPTIONS}

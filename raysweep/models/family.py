@@ -36,6 +36,7 @@ class ModelFamily(Protocol):
     Options: type  # the family's ``model.options`` as a frozen dataclass (read with :func:`parse_options`)
     OPTIONS: set[str]  # its field names
     UNLEARN_OPTIONS: set[str]  # fields that change unlearning / evaluation only, never the pretrained original
+    TRAINING_OPTIONS: set[str]  # those of them that change only how unlearning trains, never a model's completions
     PAPER_OPTIMIZER: str  # the unlearning optimiser App. B names for the family (``unlearn.optimizer=paper``)
 
     def build(self, cfg: ModelConfig) -> nn.Module: ...
@@ -74,6 +75,9 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 Opts = TypeVar("Opts")
 UNLEARN_ONLY = {"unlearn_only": True}  # ``field(metadata=UNLEARN_ONLY)``: the option never changes pretraining
+# ``field(metadata=TRAINING_ONLY)``: an UNLEARN_ONLY option that changes only how unlearning trains, never how a
+# model completes images, so neither the original nor its cached scores
+TRAINING_ONLY = {"unlearn_only": True, "training_only": True}
 
 
 def option_names(cls: type) -> set[str]:
@@ -83,6 +87,11 @@ def option_names(cls: type) -> set[str]:
 def unlearn_only(cls: type) -> set[str]:
     """The fields of an options dataclass marked :data:`UNLEARN_ONLY`."""
     return {f.name for f in dataclasses.fields(cls) if f.metadata.get("unlearn_only")}
+
+
+def training_only(cls: type) -> set[str]:
+    """The fields of an options dataclass marked :data:`TRAINING_ONLY`."""
+    return {f.name for f in dataclasses.fields(cls) if f.metadata.get("training_only")}
 
 
 def _coerce(family: str, name: str, value: Any, hint: Any) -> Any:

@@ -22,7 +22,7 @@ from torch import nn
 from raysweep.config import Config, ModelConfig, TaskConfig
 from raysweep.data.masks import patch_mask, random_patch_mask, task_mask
 from raysweep.models.checkpoints import load_strict, read_state_dict
-from raysweep.models.family import Stage, option_names, parse_options, unlearn_only, unwrap
+from raysweep.models.family import Stage, option_names, parse_options, training_only, unlearn_only, unwrap
 
 PRESETS = {
     # 32 px, patch 4: the embedded default (8x8 patch grid, like MAE's 14x14 / MAGE's 16x16 grid)
@@ -98,6 +98,7 @@ PRETRAIN_TASKS = (
     ("extend_right", 0.25, 0.5),
 )
 UNLEARN_OPTIONS = unlearn_only(Options)  # none: every MAE option changes the pretrained original
+TRAINING_OPTIONS = training_only(Options)
 PAPER_OPTIMIZER = "adamw"  # App. B, "VQ-GAN & MAE": AdamW, betas (0.9, 0.95), no weight decay
 
 

@@ -37,7 +37,16 @@ from torch import nn
 
 from raysweep.config import Config, ModelConfig
 from raysweep.models.checkpoints import load_strict, read_state_dict
-from raysweep.models.family import UNLEARN_ONLY, Stage, option_names, parse_options, unlearn_only, unwrap
+from raysweep.models.family import (
+    TRAINING_ONLY,
+    UNLEARN_ONLY,
+    Stage,
+    option_names,
+    parse_options,
+    training_only,
+    unlearn_only,
+    unwrap,
+)
 from raysweep.models.mae import ViTOverrides, init_vit_layout
 from raysweep.models.mae import forget_input as _mae_forget_input
 from raysweep.models.vqgan import PRESETS as VQ_PRESETS
@@ -72,7 +81,7 @@ class Options(ViTOverrides):
     mask_ratio_max: float = 1.0
     mask_ratio_mu: float = 0.55
     mask_ratio_std: float = 0.25
-    emb_dropout: float = field(default=0.0, metadata=UNLEARN_ONLY)
+    emb_dropout: float = field(default=0.0, metadata=TRAINING_ONLY)  # off in eval()
     decode_steps: int = field(default=20, metadata=UNLEARN_ONLY)  # MaskGIT iterations
     choice_temperature: float = field(default=6.0, metadata=UNLEARN_ONLY)
     token_margin: int = field(default=1, metadata=UNLEARN_ONLY)  # tokens of margin around the hole
@@ -101,6 +110,7 @@ class Options(ViTOverrides):
 
 OPTIONS = option_names(Options)
 UNLEARN_OPTIONS = unlearn_only(Options)
+TRAINING_OPTIONS = training_only(Options)
 PAPER_OPTIMIZER = "adamw"  # App. B, "VQ-GAN & MAE": AdamW, betas (0.9, 0.95), no weight decay
 NUM_CLASS_TOKENS = 1000  # the official vocabulary: codebook + 1000 class ids + [MASK]
 

@@ -36,7 +36,16 @@ from torch import nn
 
 from raysweep.config import Config, ModelConfig
 from raysweep.models.checkpoints import load_strict, read_state_dict
-from raysweep.models.family import UNLEARN_ONLY, Stage, option_names, parse_options, unlearn_only, unwrap
+from raysweep.models.family import (
+    TRAINING_ONLY,
+    UNLEARN_ONLY,
+    Stage,
+    option_names,
+    parse_options,
+    training_only,
+    unlearn_only,
+    unwrap,
+)
 from raysweep.models.unet import UNet
 
 PRESETS = {
@@ -67,11 +76,11 @@ class Options:
     sampler: str = field(default="dpmpp2m_sde", metadata=UNLEARN_ONLY)  # evaluation sampler (SAMPLERS)
     sample_steps: int = field(default=25, metadata=UNLEARN_ONLY)
     train_masks: str = "mixed"  # pretraining holes: mixed (boxes + the center box in half the rows) | boxes
-    frozen_input_blocks: int = field(default=0, metadata=UNLEARN_ONLY)  # Eq. 10 trains the UNet blocks after these
+    frozen_input_blocks: int = field(default=0, metadata=TRAINING_ONLY)  # Eq. 10 trains the UNet blocks after these
     # Eq. 10's timesteps while unlearning: t ~ U{1 .. unlearn_t_max * T - 1} (raysweep option; 1 = all, official)
-    unlearn_t_max: float = field(default=1.0, metadata=UNLEARN_ONLY)
+    unlearn_t_max: float = field(default=1.0, metadata=TRAINING_ONLY)
     # the forget target's context outside the hole: real (App. C.25, official) | noise (Eq. 10's T(n), raysweep)
-    forget_context: str = field(default="real", metadata=UNLEARN_ONLY)
+    forget_context: str = field(default="real", metadata=TRAINING_ONLY)
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -93,6 +102,7 @@ class Options:
 
 OPTIONS = option_names(Options)
 UNLEARN_OPTIONS = unlearn_only(Options)
+TRAINING_OPTIONS = training_only(Options)  # never part of the original scores' cache key either
 PAPER_OPTIMIZER = "adam"  # App. B, "Diffusion Models": Adam, no weight decay
 BUFFERS = (
     "gammas",
