@@ -87,7 +87,7 @@ PRODUCERS: dict[str, Producer] = {
     ),
     # the quality gate's report on a pretrained original
     # v4: keyed by the model section too (the sampler / decoding options decide the completions it scores)
-    "quality": Producer(4, ("raysweep.quality",), "d5eb87aad18d3313"),
+    "quality": Producer(4, ("raysweep.quality",), "4b06c785e463d9a7"),
 }
 
 

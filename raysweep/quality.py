@@ -51,13 +51,14 @@ BARS = (
 
 def report_path(cfg: Config, original: Path, extractor_label: str, device: torch.device) -> Path:
     from raysweep.data.datasets import dataset_fingerprint
+    from raysweep.models import completion_settings
     from raysweep.models.checkpoints import sha256
 
     k = cache.key(
         "quality",
         {
             "original": sha256(original),
-            "model": cfg.digest("model"),  # the sampler / decoding options decide the completions it scores
+            "model": completion_settings(cfg),  # the sampler / decoding options decide the completions it scores
             "extractor": extractor_label,
             "task": [cfg.eval.task.name, cfg.eval.task.ratio],
             "device": device.type,

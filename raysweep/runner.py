@@ -43,7 +43,7 @@ def run_spec(cfg: Config, run_dir: Path, models: Models | None = None) -> RunSpe
     content hashes) and where the original's scores are cached."""
     from raysweep import cache
     from raysweep.metrics.clip import clip_label
-    from raysweep.models import get_family, scoring_options
+    from raysweep.models import completion_settings
     from raysweep.models.checkpoints import sha256
     from raysweep.train import use_gpu
 
@@ -54,12 +54,10 @@ def run_spec(cfg: Config, run_dir: Path, models: Models | None = None) -> RunSpe
     # extractor's weights, the device its sampler runs on and the code that scores (cache.PRODUCERS); options that
     # change only how unlearning trains (e.g. Palette's frozen_input_blocks) do not
     settings = cfg.to_dict()
-    family = get_family(cfg.model.family)
-    settings["model"]["options"] = scoring_options(family, settings["model"]["options"])
     key = cache.key(
         "scores",
         {
-            "config": {s: settings[s] for s in ("model", "data", "eval")},
+            "config": {"model": completion_settings(cfg), "data": settings["data"], "eval": settings["eval"]},
             "original": orig_sha,
             "extractor": models.extractor_label,
             "device": "cuda" if use_gpu(cfg) else "cpu",

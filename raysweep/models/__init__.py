@@ -33,7 +33,11 @@ def pretrain_options(family: Any, options: dict) -> dict:
     return {k: v for k, v in options.items() if k not in family.UNLEARN_OPTIONS}
 
 
-def scoring_options(family: Any, options: dict) -> dict:
-    """``options`` without those that change only how unlearning trains (``TRAINING_OPTIONS`` of the family): they
-    cannot change the original's completions, so they must not change which cached scores of it are used."""
-    return {k: v for k, v in options.items() if k not in family.TRAINING_OPTIONS}
+def completion_settings(cfg: Any) -> dict:
+    """The ``model`` section of ``cfg`` as far as it decides how a model completes images: without the options
+    that change only how unlearning trains (``TRAINING_OPTIONS`` of the family). The keys of what is cached about
+    the original's completions (its scores, its quality report) use this, so such options reuse them."""
+    d = cfg.to_dict()["model"]
+    family = get_family(cfg.model.family)
+    d["options"] = {k: v for k, v in d["options"].items() if k not in family.TRAINING_OPTIONS}
+    return d
