@@ -11,7 +11,9 @@ or exit :data:`RAY_DIED` after a Ray system error reached Python), the parent st
 ``--ray-restarts`` times: a fresh Ray, and the run resumes from what is on disk (cached originals, the Train
 checkpoint of the last finished epoch, ``unlearned.pt`` before evaluation, a sweep's finished trials via
 ``--resume``). Any other ending (success, a config error, a bug, Ctrl-C, SIGTERM / SIGKILL) is passed through
-unchanged. SIGTERM / SIGHUP sent to the parent are forwarded to the child.
+unchanged. SIGTERM / SIGHUP sent to the parent are forwarded to the child; once the parent got one of them or
+SIGINT, nothing is restarted, however the child then ends (a SIGTERM that reaches Ray's native code mid-step
+ends it with SIGABRT, which alone would look like Ray dying).
 """
 
 from __future__ import annotations
@@ -59,9 +61,9 @@ def run_supervised(command: Sequence[str], restarts: int, resume_flag: str | Non
     for attempt in range(restarts + 1):
         if attempt and resume_flag and resume_flag not in cmd:
             cmd.append(resume_flag)
-        rc = _wait_forwarding_signals(subprocess.Popen(cmd, env=env))
-        if not ray_died(rc) or attempt == restarts:
-            if ray_died(rc):
+        rc, stopped = _wait_forwarding_signals(subprocess.Popen(cmd, env=env))
+        if stopped or not ray_died(rc) or attempt == restarts:
+            if ray_died(rc) and not stopped:
                 print(
                     f"raysweep: Ray's local cluster died under the run again ({_how(rc)}); gave up after "
                     f"{restarts} restart(s). Everything finished so far is on disk: the same command resumes it.",
@@ -85,21 +87,29 @@ def _how(rc: int) -> str:
     return "a Ray system error"
 
 
-def _wait_forwarding_signals(child: subprocess.Popen) -> int:
-    """Wait for ``child``. SIGTERM / SIGHUP sent to this process go to the child (which ends the run its own way)
-    instead of orphaning it; SIGINT is ignored here, since Ctrl-C reaches the child through the terminal's process
-    group already (forwarding it would interrupt the child twice)."""
+def _wait_forwarding_signals(child: subprocess.Popen) -> tuple[int, bool]:
+    """Wait for ``child``; returns its exit status and whether this process was asked to stop meanwhile.
+    SIGTERM / SIGHUP sent to this process go to the child (which ends the run its own way) instead of orphaning
+    it; SIGINT is only noted here, since Ctrl-C reaches the child through the terminal's process group already
+    (forwarding it would interrupt the child twice)."""
+    stopped = False
 
     def forward(signum, _frame):
+        nonlocal stopped
+        stopped = True
         if child.poll() is None:
             child.send_signal(signum)
 
+    def note(_signum, _frame):
+        nonlocal stopped
+        stopped = True
+
     before = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
-    before[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    before[signal.SIGINT] = signal.signal(signal.SIGINT, note)
     try:
         while True:
             try:
-                return child.wait()
+                return child.wait(), stopped
             except InterruptedError:  # pragma: no cover - PEP 475 retries wait() itself
                 continue
     finally:

@@ -79,3 +79,29 @@ def test_the_console_script_supervises_only_ray_commands(tmp_path, monkeypatch):
     assert cli.main(["unlearn", "resources.runtime=local", res], supervise=True) == 0
     assert cli.main(["unlearn", "--ray-restarts", "0", res], supervise=True) == 0
     assert len(calls) == 2 and len(ran) == 2  # both ran in this process
+
+
+def test_a_stop_signal_to_the_supervisor_is_never_answered_by_a_restart(tmp_path, capsys):
+    """SIGTERM sent to the supervisor: the child gets it; if the child then dies the way a dying Ray ends it
+    (SIGABRT, as Ray's native handler does when the signal lands mid-step), the run is not started again."""
+    import os
+    import threading
+
+    # the first attempt waits for the SIGTERM and aborts on it; a restarted one would exit 0 (and fail below)
+    die = (
+        "(signal.signal(signal.SIGTERM, lambda *_: os.abort()), Path(sys.argv[1] + '.ready').touch(), signal.pause())"
+        " if n == 0 else sys.exit(0)"
+    )
+    cmd = child(tmp_path, die, 5)
+
+    def stop_when_ready():
+        for _ in range(600):
+            if (tmp_path / "attempts.ready").exists():
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            threading.Event().wait(0.05)
+
+    threading.Thread(target=stop_when_ready, daemon=True).start()
+    rc = run_supervised(cmd, restarts=2)
+    assert rc == 128 + signal.SIGABRT and attempts(tmp_path) == 1
+    assert "starting Ray again" not in capsys.readouterr().err
