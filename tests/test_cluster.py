@@ -128,7 +128,15 @@ def test_ray_workers_get_the_mlflow_credentials(monkeypatch):
     # not make it ambiguous); this process's environment is left alone
     assert env["RAY_API_SERVER_ADDRESS"] == f"http://127.0.0.1:{seen['dashboard_port']}" and seen["include_dashboard"]
     assert "RAY_API_SERVER_ADDRESS" not in os.environ
+    # its own local cluster starts lean (no metrics export, no prestarted idle workers); a user's RAY_<key> wins
+    assert seen["_system_config"] == {"enable_metrics_collection": False, "prestart_worker_first_driver": False}
+    seen.clear()
+    monkeypatch.setenv("RAY_enable_metrics_collection", "1")
+    ensure_ray()
+    assert seen["_system_config"] == {"prestart_worker_first_driver": False}
+    monkeypatch.delenv("RAY_enable_metrics_collection")
     seen.clear()
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # joining a cluster: nothing pinned
     ensure_ray()
     assert "RAY_API_SERVER_ADDRESS" not in seen["runtime_env"]["env_vars"] and "dashboard_port" not in seen
+    assert "_system_config" not in seen  # a cluster it joins keeps its own settings
