@@ -109,6 +109,8 @@ def test_ray_workers_get_the_mlflow_credentials(monkeypatch):
     monkeypatch.delenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", raising=False)
     monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for key in ("enable_metrics_collection", "prestart_worker_first_driver"):  # the machine's own must not leak in
+        monkeypatch.delenv(f"RAY_{key}", raising=False)
     import ray
 
     from raysweep.train import ensure_ray
