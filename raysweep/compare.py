@@ -28,6 +28,8 @@ METHOD_ORDER = ("max_loss", "noisy_label", "retain_label", "random_encoder", "ou
 COLUMNS = (
     ("retain/fid", "retain FID ↓"),
     ("forget/fid", "forget FID ↑"),
+    ("retain/fid_ratio", "retain ×"),
+    ("forget/fid_ratio", "forget ×"),
     ("retain/is", "retain IS"),
     ("forget/is", "forget IS"),
     ("retain/indomain_cos", "retain cos ↑"),
@@ -119,10 +121,29 @@ def run_comparison(cfg: Config, methods: list[str] | None = None, seeds: int = 3
 
 
 def _rows(res: Comparison) -> list[tuple[str, dict[str, tuple[float, float]]]]:
-    rows = [("original", {k: (v, 0.0) for k, v in res.original.items()})]
+    original = {k: (v, 0.0) for k, v in res.original.items()}
+    original.update({k: (1.0, 0.0) for k in ("retain/fid_ratio", "forget/fid_ratio")})  # x is unlearned / original
+    rows = [("original", original)]
     for method, runs in res.runs.items():
         rows.append((method, {k: mean_ci([float(r[k]) for r in runs]) for k, _ in COLUMNS if k in runs[0]}))
     return rows
+
+
+def dominates(a: dict[str, tuple[float, float]], b: dict[str, tuple[float, float]]) -> bool:
+    """Row ``a`` dominates row ``b`` beyond the confidence intervals: a's retain FID interval lies wholly below b's
+    and a's forget FID interval wholly above b's (each value a ``(mean, 95 % half-width)`` pair; with one seed the
+    half-widths are 0 and this is plain Pareto dominance). The paper's claim for Eq. 10 (Tables 1-2) is that no
+    baseline dominates it: it keeps retain quality where the others lose it, or forgets where they do not."""
+    (ar, arh), (af, afh) = a["retain/fid"], a["forget/fid"]
+    (br, brh), (bf, bfh) = b["retain/fid"], b["forget/fid"]
+    return ar + arh < br - brh and af - afh > bf + bfh
+
+
+def dominated_by(res: Comparison) -> dict[str, list[str]]:
+    """For every unlearning method, the other methods that dominate it beyond the intervals (:func:`dominates`);
+    the original is not a competitor (it forgets nothing)."""
+    rows = dict(_rows(res)[1:])
+    return {m: [o for o in rows if o != m and dominates(rows[o], rows[m])] for m in rows}
 
 
 def write_table(res: Comparison, md: Path, csv_path: Path) -> Path:
@@ -130,9 +151,10 @@ def write_table(res: Comparison, md: Path, csv_path: Path) -> Path:
     rows = _rows(res)
     seeds = max(len(r) for r in res.runs.values())
     cols = [(k, label) for k, label in COLUMNS if any(k in v for _, v in rows)]
+    beaten = dominated_by(res)
     lines = [
-        f"| method (paper section) | {' | '.join(label for _, label in cols)} |",
-        "|---|" + "---|" * len(cols),
+        f"| method (paper section) | {' | '.join(label for _, label in cols)} | dominated by |",
+        "|---|" + "---|" * (len(cols) + 1),
     ]
     for method, vals in rows:
         sec = METHODS[method].section if method in METHODS else "before unlearning"
@@ -143,19 +165,29 @@ def write_table(res: Comparison, md: Path, csv_path: Path) -> Path:
                 continue
             m, h = vals[k]
             cells.append(fmt_ci(m, h, len(res.runs.get(method, [])) if method != "original" else 1))
-        lines.append(f"| {method} ({sec}) | {' | '.join(cells)} |")
+        by = ", ".join(beaten.get(method, [])) or ("–" if method == "original" else "none")
+        lines.append(f"| {method} ({sec}) | {' | '.join(cells)} | {by} |")
     lines.append("")
     lines.append(
         f"Mean ± 95 % CI half-width (Student's t) over {seeds} seed(s) (the mean alone for one seed: no interval); "
-        "the original is scored once."
+        "the original is scored once; × = unlearned / original FID. *Dominated by*: the methods with a lower retain "
+        "FID and a higher forget FID, both beyond the intervals."
     )
+    if "ours" in beaten:
+        front = [m for m, by in beaten.items() if not by]
+        lines.append("")
+        lines.append(
+            f"On the front: {', '.join(front)}. "
+            + ("Ours is on the front." if not beaten["ours"] else f"Ours is dominated by {', '.join(beaten['ours'])}.")
+        )
     md.write_text("\n".join(lines) + "\n")
     with open(csv_path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "seeds"] + [c for k, _ in cols for c in (k, f"{k}_ci95")])
+        w.writerow(["method", "seeds"] + [c for k, _ in cols for c in (k, f"{k}_ci95")] + ["dominated_by"])
         for method, vals in rows:
             n = len(res.runs.get(method, [None]))
-            w.writerow([method, n] + [x for k, _ in cols for x in vals.get(k, (float("nan"), float("nan")))])
+            stats = [x for k, _ in cols for x in vals.get(k, (float("nan"), float("nan")))]
+            w.writerow([method, n] + stats + [" ".join(beaten.get(method, []))])
     return md
 
 

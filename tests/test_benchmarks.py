@@ -122,3 +122,33 @@ def test_per_class_benchmark_refuses_a_folder_that_is_not_a_run(tmp_path, capsys
     with pytest.raises(SystemExit):
         main([str(tmp_path)])
     assert "not a finished run folder" in capsys.readouterr().err
+
+
+def test_reproduce_block_gives_each_cell_its_mean_and_interval_over_unlearning_seeds(tmp_path):
+    from benchmarks.reproduce import write_block
+
+    def met(r, f):
+        return {
+            "original/retain/fid": 10.0,
+            "retain/fid": 10.0 * r,
+            "original/forget/fid": 5.0,
+            "forget/fid": 5.0 * f,
+            "retain/fid_ratio": r,
+            "forget/fid_ratio": f,
+            "extractor": "x",
+            "seconds": {"train": 1.0},
+        }
+
+    rows = [
+        ("mae", 0, "default", 0, met(1.0, 2.0), 60.0),
+        ("mae", 0, "default", 1, met(1.1, 3.0), 60.0),
+        ("mae", 0, "evens", 0, {"failed": "exit 1: boom"}, 5.0),
+    ]
+    text = write_block(tmp_path / "r.md", ["head"], rows, ["mae"], [])
+    assert "| mae | 0 | default | 1 | 10.00 → 11.00 | 5.00 → 15.00 | 1.10 | **3.00** |" in text
+    assert "| mae | 0 | evens | 0 | failed: exit 1: boom |" in text
+    # two runs of the default cell: mean and Student's t half-width (t(0.975, 1) = 12.706, sd / sqrt(2) = 0.5)
+    assert "| mae | 0 | default | 2 | 1.05 ± 0.64 | **2.5 ± 6.4** |" in text
+    assert "- mae: 2 runs, forget × 2.00–3.00" in text
+    single = write_block(tmp_path / "s.md", ["head"], rows[:1], ["mae"], [])
+    assert "Over the unlearning seeds" not in single  # one run per cell: no interval table

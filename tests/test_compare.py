@@ -61,3 +61,43 @@ def test_bad_methods_and_seeds_fail_before_any_work(tiny_cfg):
         run_comparison(tiny_cfg, ["nope"])
     with pytest.raises(ConfigError, match="at least 1"):
         run_comparison(tiny_cfg, ["ours"], seeds=0)
+
+
+def _res(tmp_path, runs: dict[str, list[tuple[float, float]]]):
+    from raysweep.compare import Comparison
+
+    res = Comparison(tmp_path)
+    res.original = {"retain/fid": 10.0, "forget/fid": 5.0}
+    res.runs = {
+        m: [{"retain/fid": r, "forget/fid": f, "retain/fid_ratio": r / 10, "forget/fid_ratio": f / 5} for r, f in v]
+        for m, v in runs.items()
+    }
+    return res
+
+
+def test_dominance_needs_both_axes_beyond_the_intervals(tmp_path):
+    from raysweep.compare import dominated_by, write_table
+
+    # max_loss: lower retain and higher forget than ours on every seed, the intervals apart -> dominates;
+    # noisy_label: forgets more but its retain interval overlaps ours -> does not
+    res = _res(
+        tmp_path,
+        {
+            "max_loss": [(8.0, 30.0), (8.2, 31.0), (8.1, 29.0)],
+            "noisy_label": [(9.0, 40.0), (11.5, 41.0), (10.0, 39.0)],
+            "random_encoder": [(10.0, 5.0), (10.1, 5.1), (10.0, 5.2)],
+            "ours": [(10.2, 20.0), (10.3, 21.0), (10.1, 20.5)],
+        },
+    )
+    by = dominated_by(res)
+    assert by["ours"] == ["max_loss"] and by["max_loss"] == [] and by["noisy_label"] == []
+    assert by["random_encoder"] == ["max_loss"]  # ours forgets more but keeps retain FID 10.2 > 10.03
+    table = write_table(res, tmp_path / "t.md", tmp_path / "t.csv").read_text()
+    assert "Ours is dominated by max_loss." in table and "On the front: max_loss, noisy_label." in table
+    assert "| 1.02 ± " in table  # ours' retain x (10.2 / 10): ratio columns with their intervals
+    rows = {r["method"]: r for r in csv.DictReader(open(tmp_path / "t.csv"))}
+    assert rows["ours"]["dominated_by"] == "max_loss" and rows["original"]["retain/fid_ratio"] == "1.0"
+    # one seed: plain Pareto dominance; ours alone on the front when nothing beats it on both axes
+    res1 = _res(tmp_path, {"max_loss": [(8.0, 10.0)], "ours": [(10.2, 20.0)]})
+    assert dominated_by(res1) == {"max_loss": [], "ours": []}
+    assert "Ours is on the front." in write_table(res1, tmp_path / "u.md", tmp_path / "u.csv").read_text()
