@@ -60,9 +60,10 @@ PRODUCERS: dict[str, Producer] = {
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
         "834fb3602f67b449",
     ),
-    # (v3 kept through the stochastic samplers and the default sampler: they change only generation, never the weights)
+    # (v3 kept through the stochastic samplers and the default sampler: they change only generation, never the weights;
+    # and through the unlearning-only options frozen_input_blocks, unlearn_t_max, forget_context, noise_context_below)
     "original:palette": Producer(
-        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "3291b7daa7bb616d"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "cac735a6186d4d80"
     ),
     "extractor": Producer(
         2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "5dc0d31e52463ee3"

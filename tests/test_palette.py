@@ -310,3 +310,24 @@ def test_forget_context_noise_makes_the_whole_forget_input_noise_and_keeps_retai
     with pytest.raises(ValueError, match=r"forget_context='blank'; choose one of \['real', 'noise'\]"):
         tiny(forget_context="blank")
     assert "forget_context" in palette.UNLEARN_OPTIONS  # never part of the original's cache key
+
+
+def test_noise_context_below_gives_only_the_noisiest_forget_rows_the_noise_context():
+    """model.options.noise_context_below = g: forget rows noised to gamma < g get Eq. 10's noise context, the other
+    forget rows App. C.25's real one; retain rows never change; 0 (the default) is App. C.25 for every row."""
+    x = torch.rand(4, 3, 16, 16)
+    is_forget = torch.tensor([True, True, False, False])
+    model = tiny(noise_context_below=0.5)
+    _, ctx = palette.encode(model, x, None, torch.Generator().manual_seed(0))
+    assert ctx["noise_context_below"] == 0.5
+    ctx = {**ctx, "gamma": torch.tensor([0.2, 0.9, 0.2, 0.9])}  # one noisy and one clean row per group
+    out, _ = palette.forget_input(x, torch.zeros_like(x), is_forget, ctx, "gaussian")
+    assert torch.allclose(out[0] * 2 - 1, ctx["eps"][0], atol=1e-6)  # noisy forget row: n everywhere
+    assert torch.equal(out[1:], x[1:])  # the clean forget row keeps its real context; retain rows untouched
+    default, _ = palette.forget_input(x, torch.zeros_like(x), is_forget, {**ctx, "noise_context_below": 0.0})
+    assert torch.equal(default, x)
+    with pytest.raises(ValueError, match=r"noise_context_below=1.5 must be in \[0, 1\]"):
+        tiny(noise_context_below=1.5)
+    with pytest.raises(ValueError, match="applies to forget_context: real"):
+        tiny(noise_context_below=0.1, forget_context="noise")
+    assert "noise_context_below" in palette.TRAINING_OPTIONS  # never part of the original's cache key

@@ -81,6 +81,9 @@ class Options:
     unlearn_t_max: float = field(default=1.0, metadata=TRAINING_ONLY)
     # the forget target's context outside the hole: real (App. C.25, official) | noise (Eq. 10's T(n), raysweep)
     forget_context: str = field(default="real", metadata=TRAINING_ONLY)
+    # with forget_context real: forget rows noised to gamma below this get the noise context all the same (raysweep
+    # option; 0 = never). Below gamma ~ 0.1 App. C.25's target is almost the student's own input (docs/results.md)
+    noise_context_below: float = field(default=0.0, metadata=TRAINING_ONLY)
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -92,6 +95,13 @@ class Options:
         if self.forget_context not in FORGET_CONTEXTS:
             raise ValueError(
                 f"model.options.forget_context={self.forget_context!r}; choose one of {list(FORGET_CONTEXTS)}"
+            )
+        if not 0.0 <= self.noise_context_below <= 1.0:
+            raise ValueError(f"model.options.noise_context_below={self.noise_context_below} must be in [0, 1]")
+        if self.noise_context_below > 0 and self.forget_context == "noise":
+            raise ValueError(
+                "model.options.noise_context_below applies to forget_context: real (forget_context: noise already "
+                "gives every forget row the noise context); set one of them"
             )
         if not 0.0 < self.unlearn_t_max <= 1.0 or self.unlearn_t_max * self.timesteps < 2:
             raise ValueError(
@@ -137,6 +147,7 @@ class PaletteNetwork(nn.Module):
         self.register_buffer("posterior_mean_coef2", f32((1.0 - prev) * np.sqrt(alphas) / (1.0 - gammas)))
         self.sampler, self.sample_steps, self.train_masks = "ddim", 25, "mixed"
         self.frozen_input_blocks, self.unlearn_t_max, self.forget_context = 0, 1.0, "real"
+        self.noise_context_below = 0.0
 
     @property
     def timesteps(self) -> int:
@@ -219,6 +230,7 @@ def build(cfg: ModelConfig) -> PaletteNetwork:
     model.sampler, model.sample_steps = o.sampler, o.sample_steps
     model.train_masks, model.frozen_input_blocks = o.train_masks, o.frozen_input_blocks
     model.unlearn_t_max, model.forget_context = o.unlearn_t_max, o.forget_context
+    model.noise_context_below = o.noise_context_below
     n_in = len(unet.input_blocks)
     if not 0 <= model.frozen_input_blocks <= n_in:
         raise ValueError(
@@ -271,7 +283,11 @@ def _ctx(model: PaletteNetwork, images: torch.Tensor, ctx: dict | None, generato
     if ctx is not None and "gamma" in ctx:
         return ctx
     mask = ctx["mask"] if ctx is not None and "mask" in ctx else train_masks(model, images, generator)
-    return {**_noising(model, images, mask, generator, model.unlearn_t_max), "forget_context": model.forget_context}
+    return {
+        **_noising(model, images, mask, generator, model.unlearn_t_max),
+        "forget_context": model.forget_context,
+        "noise_context_below": model.noise_context_below,
+    }
 
 
 def _flat(maps: list[torch.Tensor]) -> torch.Tensor:
@@ -308,7 +324,10 @@ def forget_input(
     the given pixel-space noise in the UNet's [-1, 1] space.
 
     ``ctx["forget_context"] == "noise"`` (``model.options.forget_context``): Eq. 10 read literally, E_0(T(n)): the
-    forget rows' whole image becomes that same n, so the context and y_cond outside the hole are noise as well."""
+    forget rows' whole image becomes that same n, so the context and y_cond outside the hole are noise as well.
+    ``ctx["noise_context_below"]`` = g > 0 (``model.options.noise_context_below``) does so only for the forget rows
+    noised to gamma < g: there x~ is almost n, App. C.25's target almost the student's own input, and the rows would
+    otherwise anchor the forget images to the original."""
     eps = ctx["eps"]
     if kind == "gaussian":
         n = eps
@@ -316,8 +335,10 @@ def forget_input(
         n = torch.special.erf(eps / 2**0.5)  # 2 * Phi(eps) - 1
     else:
         n = noise * 2.0 - 1.0
-    if ctx.get("forget_context", "real") == "noise":
-        images = torch.where(is_forget.view(-1, 1, 1, 1), (n + 1.0) / 2.0, images)  # [0, 1] space: _to_model -> n
+    noise_rows = is_forget
+    if ctx.get("forget_context", "real") != "noise":
+        noise_rows = is_forget & (ctx["gamma"] < ctx.get("noise_context_below", 0.0))
+    images = torch.where(noise_rows.view(-1, 1, 1, 1), (n + 1.0) / 2.0, images)  # [0, 1] space: _to_model -> n
     return images, {**ctx, "pure_noise": is_forget, "forget_noise": n}
 
 
