@@ -152,3 +152,55 @@ def test_reproduce_block_gives_each_cell_its_mean_and_interval_over_unlearning_s
     assert "- mae: 2 runs, forget × 2.00–3.00" in text
     single = write_block(tmp_path / "s.md", ["head"], rows[:1], ["mae"], [])
     assert "Over the unlearning seeds" not in single  # one run per cell: no interval table
+
+
+def test_palette_levels_benchmark_finds_where_the_encoder_moved(tmp_path, capsys):
+    """benchmarks/palette_levels.py: an 'unlearned' file equal to the original moves no map and no FID at any
+    noise level; a perturbed encoder past the frozen blocks moves those maps only; a MAE run is refused."""
+    import yaml
+
+    from benchmarks.palette_levels import main
+    from raysweep.config import load_config
+    from raysweep.jobs import load_original
+    from raysweep.models.checkpoints import read_state_dict
+    from raysweep.pretrain import ensure_original
+    from tests.conftest import TINY_PALETTE, tiny_dict
+
+    d = tiny_dict(tmp_path)
+    d["model"] = {"family": "palette", "preset": "tiny", "options": {**TINY_PALETTE, "frozen_input_blocks": 2}}
+    d["resources"]["runtime"] = "local"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(d))
+    cfg = load_config(str(run / "config.yaml"))
+    original = str(ensure_original(cfg))
+    torch.save({"model": read_state_dict(original, key="model")}, run / "unlearned.pt")
+    out = tmp_path / "same.json"
+    assert main([str(run), "--images", "8", "--levels", "0.5", "--json", str(out)]) == 0
+    same = json.loads(out.read_text())
+    assert same["maps"] and all(abs(t - 1.0) < 1e-6 for r in same["maps"] for t in r["target"])
+    assert all(abs(sum(r["share"]) - 1.0) < 1e-6 for r in same["maps"])
+    fids = same["fid"]
+    assert set(fids) == {"original", "unlearned", "unlearned below 0.5", "unlearned from 0.5"}
+    assert all(f == fids["original"] for f in fids.values())  # the same weights at every level: the same samples
+
+    model = load_original(cfg, original)
+    with torch.no_grad():
+        for p in get_family("palette").encoder_parameters(model):
+            p.add_(0.5 * torch.randn_like(p))
+    torch.save({"model": model.state_dict()}, run / "unlearned.pt")
+    assert main([str(run), "--images", "8", "--levels", "0.5", "--json", str(out)]) == 0
+    moved = json.loads(out.read_text())
+    for r in moved["maps"]:
+        assert all(abs(t - 1.0) < 1e-6 for t in r["target"][:2])  # the frozen blocks' maps cannot move
+        assert any(abs(t - 1.0) > 1e-3 for t in r["target"][2:])
+    assert moved["fid"]["unlearned"] != moved["fid"]["original"]
+    assert "| denoiser | retain FID |" in capsys.readouterr().out
+
+    mae_run = tmp_path / "mae"
+    mae_run.mkdir()
+    (mae_run / "config.yaml").write_text(yaml.safe_dump(tiny_dict(tmp_path)))
+    (mae_run / "unlearned.pt").write_bytes(b"")
+    with pytest.raises(SystemExit):
+        main([str(mae_run)])
+    assert "this diagnosis is for Palette" in capsys.readouterr().err
