@@ -75,27 +75,34 @@ def test_eval_cache_benchmark_times_an_empty_and_a_filled_reference_cache(tmp_pa
     assert "empty reference cache" in out and "ratio filled / empty" in out
 
 
-def test_per_class_benchmark_sees_which_classes_moved(tmp_path, capsys):
-    """benchmarks/per_class.py on a run folder whose 'unlearned' weights are the original's (nothing moved) and
-    then the original's with a perturbed encoder (every class moved): Eq. 10's ratios must tell the two apart."""
+def _run_of_the_original(tmp_path, d: dict):
+    """A run folder for config dict ``d`` (local runtime) whose 'unlearned' weights are the original's: the
+    benchmarks that compare a run with its original must see nothing moved. Returns (folder, config, original)."""
     import yaml
 
-    from benchmarks.per_class import main
     from raysweep.config import load_config
-    from raysweep.jobs import load_original
     from raysweep.models.checkpoints import read_state_dict
     from raysweep.pretrain import ensure_original
-    from tests.conftest import tiny_dict
 
-    d = tiny_dict(tmp_path)
     d["resources"]["runtime"] = "local"
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump(d))
     cfg = load_config(str(run / "config.yaml"))
     original = str(ensure_original(cfg))
-    state = read_state_dict(original, key="model")
-    torch.save({"model": state}, run / "unlearned.pt")
+    torch.save({"model": read_state_dict(original, key="model")}, run / "unlearned.pt")
+    return run, cfg, original
+
+
+def test_per_class_benchmark_sees_which_classes_moved(tmp_path, capsys):
+    """benchmarks/per_class.py on a run folder whose 'unlearned' weights are the original's (nothing moved) and
+    then the original's with a perturbed encoder (every class moved): Eq. 10's ratios must tell the two apart."""
+
+    from benchmarks.per_class import main
+    from raysweep.jobs import load_original
+    from tests.conftest import tiny_dict
+
+    run, cfg, original = _run_of_the_original(tmp_path, tiny_dict(tmp_path))
     out_json = tmp_path / "same.json"
     assert main([str(run), "--images", "8", "--json", str(out_json)]) == 0
     same = json.loads(out_json.read_text())["rows"]
@@ -160,21 +167,12 @@ def test_palette_levels_benchmark_finds_where_the_encoder_moved(tmp_path, capsys
     import yaml
 
     from benchmarks.palette_levels import main
-    from raysweep.config import load_config
     from raysweep.jobs import load_original
-    from raysweep.models.checkpoints import read_state_dict
-    from raysweep.pretrain import ensure_original
     from tests.conftest import TINY_PALETTE, tiny_dict
 
     d = tiny_dict(tmp_path)
     d["model"] = {"family": "palette", "preset": "tiny", "options": {**TINY_PALETTE, "frozen_input_blocks": 2}}
-    d["resources"]["runtime"] = "local"
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.yaml").write_text(yaml.safe_dump(d))
-    cfg = load_config(str(run / "config.yaml"))
-    original = str(ensure_original(cfg))
-    torch.save({"model": read_state_dict(original, key="model")}, run / "unlearned.pt")
+    run, cfg, original = _run_of_the_original(tmp_path, d)
     out = tmp_path / "same.json"
     assert main([str(run), "--images", "8", "--levels", "0.5", "--json", str(out)]) == 0
     same = json.loads(out.read_text())
