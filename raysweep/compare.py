@@ -4,9 +4,10 @@ the same images, over several seeds.
 
 One MLflow parent run (tag ``raysweep.compare``) holds one child run per method x seed; the comparison folder
 ``<results>/compare/<name>-<digest>/`` gets ``table.md`` / ``table.csv`` (mean and 95 % confidence half-width per
-column, Student's t over the seeds), ``samples.png`` (one row per method: its completions of the same retain and
-forget images) and ``frontier.png`` (every method's mean retain vs forget FID with its intervals, and the
-original). Finished runs are reused, so an interrupted comparison continues where it stopped.
+column, Student's t over the seeds), ``samples.png`` (ground truth, masked input, the original's completions,
+then one row per method: its completions of the same retain and forget images) and ``frontier.png`` (every
+method's mean retain vs forget FID with its intervals, and the original). Finished runs are reused, so an
+interrupted comparison continues where it stopped.
 """
 
 from __future__ import annotations
@@ -191,8 +192,30 @@ def write_table(res: Comparison, md: Path, csv_path: Path) -> Path:
     return md
 
 
+def grid_strips(grid, columns: int = 4, pad: int = 2) -> list:
+    """The ``columns`` columns of a run's ``samples.png`` (``evaluate.sample_grid``: one sample per row, columns
+    input | masked | original | unlearned, ``pad`` pixels between tiles) as horizontal strips: strip ``c`` holds
+    column ``c``'s tiles left to right in the grid's row order (retain rows first). An array H x W (x C) in, a list
+    of ``columns`` arrays (tile + 2 pad) x (rows x (tile + pad) + pad) out, the padding kept as it was."""
+    import numpy as np
+
+    h, w = grid.shape[:2]
+    step = (w - pad) // columns
+    rows = (h - pad) // step
+    if step <= pad or rows < 1 or columns * step + pad != w or rows * step + pad != h:
+        raise ValueError(f"a {h}x{w} image is not a {columns}-column grid of square tiles with {pad} px padding")
+    strips = []
+    for c in range(columns):
+        col = grid[:, c * step : (c + 1) * step + pad]  # every tile of column c with its left and right padding
+        tiles = [col[r * step : (r + 1) * step + pad] for r in range(rows)]  # tile r with its top and bottom padding
+        strips.append(np.concatenate([t[:, :-pad] for t in tiles] + [tiles[-1][:, -pad:]], axis=1))
+    return strips
+
+
 def samples_figure(res: Comparison, path: Path) -> Path:
-    """One row per method: the first seed's sample grid (the same retain and forget images for every method)."""
+    """The first seed's completions of the same retain and forget images, one row per method (the paper's
+    comparison figures): rows ground truth, masked input, original model, then each method's unlearned model;
+    columns the retain images, then the forget images."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,12 +226,20 @@ def samples_figure(res: Comparison, path: Path) -> Path:
     grids = [(m, p) for m, p in grids if p.is_file()]
     if not grids:
         raise FileNotFoundError(f"no {GRID_FILE} in the runs of {res.folder}")
-    fig, axes = plt.subplots(len(grids), 1, figsize=(8, 2.2 * len(grids)), dpi=120, squeeze=False)
-    for ax, (method, p) in zip(axes[:, 0], grids):
-        ax.imshow(mpimg.imread(p))
-        ax.set_title(method, fontsize=9, loc="left")
-        ax.axis("off")
-    fig.tight_layout()
+    first = grid_strips(mpimg.imread(grids[0][1]))
+    rows = [("ground truth", first[0]), ("masked", first[1]), ("original", first[2])]
+    rows += [(m, grid_strips(mpimg.imread(p))[3]) for m, p in grids]
+    h, w = rows[0][1].shape[:2]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(w / 60 + 1.6, len(rows) * h / 60), dpi=120, squeeze=False)
+    for ax, (name, strip) in zip(axes[:, 0], rows):
+        ax.imshow(strip, cmap="gray" if strip.ndim == 2 else None, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+        for side in ax.spines.values():
+            side.set_visible(False)
+    axes[0, 0].set_title("the retain images, then the forget images (left to right)", fontsize=8)
+    fig.tight_layout(h_pad=0.2)
     fig.savefig(path)
     plt.close(fig)
     return path

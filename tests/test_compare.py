@@ -101,3 +101,26 @@ def test_dominance_needs_both_axes_beyond_the_intervals(tmp_path):
     res1 = _res(tmp_path, {"max_loss": [(8.0, 10.0)], "ours": [(10.2, 20.0)]})
     assert dominated_by(res1) == {"max_loss": [], "ours": []}
     assert "Ours is on the front." in write_table(res1, tmp_path / "u.md", tmp_path / "u.csv").read_text()
+
+
+def test_grid_strips_turn_each_column_of_a_sample_grid_into_a_row():
+    """samples.png's figure takes column c (input | masked | original | unlearned) of every run's grid as one row:
+    tile r of strip c must be tile (r, c) of the grid, in order, for the grid evaluate.sample_grid writes."""
+    import numpy as np
+    from torchvision.utils import make_grid
+
+    from raysweep.compare import grid_strips
+
+    rows, size = 5, 6
+    tiles = [torch.full((3, size, size), (4 * r + c + 1) / 40) for r in range(rows) for c in range(4)]
+    grid = make_grid(torch.stack(tiles), nrow=4, padding=2, pad_value=1.0).permute(1, 2, 0).numpy()
+    strips = grid_strips(grid)
+    assert len(strips) == 4
+    for c, strip in enumerate(strips):
+        assert strip.shape == (size + 4, rows * (size + 2) + 2, 3)
+        for r in range(rows):
+            tile = strip[2 : 2 + size, 2 + r * (size + 2) : 2 + r * (size + 2) + size]
+            assert np.allclose(tile, (4 * r + c + 1) / 40)
+        assert np.all(strip[:2] == 1.0) and np.all(strip[:, :2] == 1.0)  # the padding stays padding
+    with pytest.raises(ValueError, match="4-column grid"):
+        grid_strips(grid[:, :-3])
