@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raysweep.config import Config, ConfigError, flatten
-from raysweep.evaluate import GRID_FILE, METRICS_FILE
+from raysweep.evaluate import GRID_COLUMNS, GRID_FILE, GRID_PAD, METRICS_FILE
 from raysweep.unlearn.losses import METHODS
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ def write_table(res: Comparison, md: Path, csv_path: Path) -> Path:
     return md
 
 
-def grid_strips(grid, columns: int = 4, pad: int = 2) -> list:
+def grid_strips(grid, columns: int = GRID_COLUMNS, pad: int = GRID_PAD) -> list:
     """The ``columns`` columns of a run's ``samples.png`` (``evaluate.sample_grid``: one sample per row, columns
     input | masked | original | unlearned, ``pad`` pixels between tiles) as horizontal strips: strip ``c`` holds
     column ``c``'s tiles left to right in the grid's row order (retain rows first). An array H x W (x C) in, a list

@@ -26,6 +26,7 @@ from raysweep.provenance import provenance
 
 log = logging.getLogger(__name__)
 METRICS_FILE, GRID_FILE, MODEL_FILE, TSNE_FILE = "metrics.json", "samples.png", "unlearned.pt", "tsne.png"
+GRID_COLUMNS, GRID_PAD = 4, 2  # samples.png: input | masked | original | unlearned per row, 2 px between tiles
 TSNE_IMAGES = 50  # per group, as the paper's T-SNE
 
 
@@ -88,7 +89,7 @@ def sample_grid(
         for i in range(min(n, len(groups[g]))):
             x = groups[g][i]
             tiles += [x, apply_mask(x[None], masks[g][i][None], 0.5)[0], original[g][i], unlearned[g][i]]
-    save_image(torch.stack(tiles), path, nrow=4, padding=2, pad_value=1.0)
+    save_image(torch.stack(tiles), path, nrow=GRID_COLUMNS, padding=GRID_PAD, pad_value=1.0)
 
 
 def score(cfg: Config, model: nn.Module, out_dir: Path, spec: RunSpec, device: torch.device) -> dict:

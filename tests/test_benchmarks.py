@@ -97,7 +97,6 @@ def _run_of_the_original(tmp_path, d: dict):
 def test_per_class_benchmark_sees_which_classes_moved(tmp_path, capsys):
     """benchmarks/per_class.py on a run folder whose 'unlearned' weights are the original's (nothing moved) and
     then the original's with a perturbed encoder (every class moved): Eq. 10's ratios must tell the two apart."""
-
     from benchmarks.per_class import main
     from raysweep.jobs import load_original
     from tests.conftest import tiny_dict

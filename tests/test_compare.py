@@ -103,24 +103,38 @@ def test_dominance_needs_both_axes_beyond_the_intervals(tmp_path):
     assert "Ours is on the front." in write_table(res1, tmp_path / "u.md", tmp_path / "u.csv").read_text()
 
 
-def test_grid_strips_turn_each_column_of_a_sample_grid_into_a_row():
+def test_grid_strips_turn_each_column_of_a_sample_grid_into_a_row(tmp_path):
     """samples.png's figure takes column c (input | masked | original | unlearned) of every run's grid as one row:
-    tile r of strip c must be tile (r, c) of the grid, in order, for the grid evaluate.sample_grid writes."""
+    tile r of strip c must be tile (r, c) of the file evaluate.sample_grid writes, in order (retain rows first)."""
+    import matplotlib.image as mpimg
     import numpy as np
-    from torchvision.utils import make_grid
 
     from raysweep.compare import grid_strips
+    from raysweep.evaluate import sample_grid
 
-    rows, size = 5, 6
-    tiles = [torch.full((3, size, size), (4 * r + c + 1) / 40) for r in range(rows) for c in range(4)]
-    grid = make_grid(torch.stack(tiles), nrow=4, padding=2, pad_value=1.0).permute(1, 2, 0).numpy()
-    strips = grid_strips(grid)
+    n, size = 3, 6
+
+    def const(v):  # n images of one grey level per group, retain levels below forget levels
+        return {g: torch.full((n, 1, size, size), v + 0.3 * k) for k, g in enumerate(("retain", "forget"))}
+
+    masks = {g: torch.zeros(n, size, size, dtype=torch.bool) for g in ("retain", "forget")}
+    masks["retain"][:, :3] = True  # the masked column: the top half filled with 0.5
+    path = tmp_path / "samples.png"
+    sample_grid(const(0.1), masks, const(0.2), const(0.3), n, path)
+    strips = grid_strips(mpimg.imread(path))
     assert len(strips) == 4
-    for c, strip in enumerate(strips):
-        assert strip.shape == (size + 4, rows * (size + 2) + 2, 3)
-        for r in range(rows):
-            tile = strip[2 : 2 + size, 2 + r * (size + 2) : 2 + r * (size + 2) + size]
-            assert np.allclose(tile, (4 * r + c + 1) / 40)
+    for c, level in enumerate((0.1, None, 0.2, 0.3)):
+        strip = strips[c]
+        assert strip.shape[:2] == (size + 4, 2 * n * (size + 2) + 2)
+        for r in range(2 * n):
+            tile = strip[2 : 2 + size, 2 + r * (size + 2) : 2 + r * (size + 2) + size, 0]
+            if level is None:  # the masked input: retain rows have the fill on top, forget rows are untouched
+                top = 0.5 if r < n else 0.1 + 0.3
+                assert np.allclose(tile[:3], top, atol=1 / 255) and np.allclose(
+                    tile[3:], 0.1 + 0.3 * (r >= n), atol=1 / 255
+                )
+            else:
+                assert np.allclose(tile, level + 0.3 * (r >= n), atol=1 / 255)
         assert np.all(strip[:2] == 1.0) and np.all(strip[:, :2] == 1.0)  # the padding stays padding
     with pytest.raises(ValueError, match="4-column grid"):
-        grid_strips(grid[:, :-3])
+        grid_strips(mpimg.imread(path)[:, :-3])
