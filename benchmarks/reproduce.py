@@ -234,12 +234,12 @@ def write_block(out_path: Path, head: list[str], rows: list, families: list[str]
         if r:
             fx, rx = [m["forget/fid_ratio"] for m in r], [m["retain/fid_ratio"] for m in r]
             lines.append(
-                f"- {fam}: {len(r)} runs, forget × {min(fx):.2f}–{max(fx):.2f} (bar {BARS[fam]}), "
+                f"- {fam}: {len(r)} run{'s' * (len(r) > 1)}, forget × {min(fx):.2f}–{max(fx):.2f} (bar {BARS[fam]}), "
                 f"retain × {min(rx):.2f}–{max(rx):.2f} (bar 1.15); extractor {r[0]['extractor']}."
             )
     lines.append("")
     for fam, seed, pic in pictures:
-        dst = out_path.parent / f"{fam}-seed{seed}-original.png"
+        dst = out_path.parent / f"{out_path.stem}-{fam}-seed{seed}-original.png"  # never another block's picture
         shutil.copyfile(pic, dst)
         lines.append(
             f'<img src="{dst.name}" height="300" alt="{fam} original, pretrain seed {seed}: image | '

@@ -158,6 +158,21 @@ def test_reproduce_block_gives_each_cell_its_mean_and_interval_over_unlearning_s
     assert "- mae: 2 runs, forget × 2.00–3.00" in text
     single = write_block(tmp_path / "s.md", ["head"], rows[:1], ["mae"], [])
     assert "Over the unlearning seeds" not in single  # one run per cell: no interval table
+    assert "- mae: 1 run, forget" in single
+
+
+def test_reproduce_blocks_in_one_folder_keep_their_own_pictures(tmp_path):
+    """Two reproductions written next to each other (docs/repro/) must not overwrite each other's picture of the
+    original: each block's picture is named after its Markdown file."""
+    from benchmarks.reproduce import write_block
+
+    for name, colour in (("old", b"old picture"), ("new", b"new picture")):
+        pic = tmp_path / f"{name}-src.png"
+        pic.write_bytes(colour)
+        text = write_block(tmp_path / "repro" / f"{name}.md", ["head"], [], ["mae"], [("mae", 0, pic)])
+        assert f'<img src="{name}-mae-seed0-original.png"' in text
+    assert (tmp_path / "repro" / "old-mae-seed0-original.png").read_bytes() == b"old picture"
+    assert (tmp_path / "repro" / "new-mae-seed0-original.png").read_bytes() == b"new picture"
 
 
 def test_palette_levels_benchmark_finds_where_the_encoder_moved(tmp_path, capsys):
