@@ -101,6 +101,13 @@ def test_dominance_needs_both_axes_beyond_the_intervals(tmp_path):
     res1 = _res(tmp_path, {"max_loss": [(8.0, 10.0)], "ours": [(10.2, 20.0)]})
     assert dominated_by(res1) == {"max_loss": [], "ours": []}
     assert "Ours is on the front." in write_table(res1, tmp_path / "u.md", tmp_path / "u.csv").read_text()
+    # two seeds (t = 12.7): retain_label beats ours on both axes in each seed, yet the intervals overlap; the verdict
+    # must say undecided, not "on the front" (measured so on MAGE, docs/results.md)
+    res2 = _res(tmp_path, {"retain_label": [(4.47, 18.5), (5.64, 20.9)], "ours": [(7.13, 15.1), (7.28, 15.3)]})
+    assert dominated_by(res2) == {"retain_label": [], "ours": []}
+    two = write_table(res2, tmp_path / "v.md", tmp_path / "v.csv").read_text()
+    assert "Ours is on the front." not in two
+    assert "Undecided: nothing dominates ours beyond the intervals, but retain_label has a lower mean" in two
 
 
 def test_grid_strips_turn_each_column_of_a_sample_grid_into_a_row(tmp_path):
