@@ -216,3 +216,20 @@ def test_palette_levels_benchmark_finds_where_the_encoder_moved(tmp_path, capsys
     with pytest.raises(SystemExit):
         main([str(mae_run)])
     assert "this diagnosis is for Palette" in capsys.readouterr().err
+
+
+def test_step_flops_splits_an_eq10_step_into_student_teacher_and_backward(capsys):
+    """benchmarks/step_flops.py: both mask kinds of a mixed step; the teacher's forward costs what the student's does
+    (same encoder, same masks) and the backward about twice that; the task hole keeps more tokens than MAE's masks."""
+    from benchmarks.step_flops import main, measure
+    from raysweep.config import load_config
+
+    rows = {r.kind: r for r in measure(load_config("mae_fmnist", []), batch=4)}
+    assert set(rows) == {"random", "task"}
+    for r in rows.values():
+        assert r.student > 0 and r.teacher == pytest.approx(r.student, rel=1e-6)
+        assert 1.5 < (r.total - r.student - r.teacher) / r.student < 2.5
+    assert rows["task"].total > 2 * rows["random"].total
+    assert main(["--batch", "2", "unlearn.method=max_loss"]) == 0
+    out = capsys.readouterr().out
+    assert "method max_loss" in out and "random masks" in out and "teacher" not in out
