@@ -37,7 +37,7 @@ class _CountingFamily:
     """The family module with ``encode`` wrapped so that each call's FLOPs are attributed to student or teacher."""
 
     def __init__(self, family, teacher: torch.nn.Module):
-        self._family, self._teacher, self.counts = family, teacher, {"student": 0.0, "teacher": 0.0}
+        self._family, self._teacher, self.counts = family, teacher, {}
 
     def __getattr__(self, name):
         return getattr(self._family, name)
@@ -61,9 +61,9 @@ def measure(cfg: Config, batch: int) -> list[Split]:
     is_forget = torch.arange(batch) % 2 == 0
     gen = torch.Generator().manual_seed(cfg.seed)
     counting = _CountingFamily(family, teacher)
-    kinds = {"random": "random", "task": "task", "mixed": None}[cfg.unlearn.train_mask]
+    mode = cfg.unlearn.train_mask
     rows = []
-    for kind in [kinds] if kinds else ["random", "task"]:
+    for kind in ["random", "task"] if mode == "mixed" else [mode]:
         u = replace(cfg.unlearn, train_mask=kind)
         step = UnlearnStep(counting, METHODS[cfg.unlearn.method], teacher, u, cfg.eval.task)
         counting.counts = {"student": 0.0, "teacher": 0.0}
