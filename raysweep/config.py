@@ -224,8 +224,12 @@ class ResourcesConfig:
     compile: bool = False  # torch.compile the trained module (first steps compile; pays off on long GPU runs)
     runtime: str = "ray"  # ray (Ray Train workers, DDP) | local (this process, one worker, no Ray: debugging)
     max_concurrent_trials: int = 1
+    # disk a CPU sweep may fill with the teacher's outputs, shared between trials of the same seed and noise type
+    # (bit-identical results; raysweep.unlearn.memo); 0 = off. Deleted when the sweep ends
+    teacher_memo_gb: float = 4.0
 
     def validate(self) -> None:
+        _check_range("resources.teacher_memo_gb", self.teacher_memo_gb, 0.0)
         _check_range("resources.gpus_per_worker", self.gpus_per_worker, 0.0, 8.0, lo_open=True)
         _check_choice("resources.precision", self.precision, ["auto", "fp32", "bf16"])
         _check_range("resources.loader_workers", self.loader_workers, -1)

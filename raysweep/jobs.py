@@ -208,6 +208,8 @@ class RunSpec:
     extractor: str | None  # the in-domain extractor's weights
     extractor_label: str
     original_cache: str | None = None  # where the original's scores are cached
+    teacher_memo: str | None = None  # a sweep's folder of shared teacher outputs (raysweep.unlearn.memo)
+    teacher_memo_gb: float = 0.0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -229,6 +231,7 @@ def unlearn_job(
     objective methods train the full model (MAGE: the tokenizer stays frozen). The job owns its finish: with a
     ``spec``, save the weights into ``spec.run_dir`` and score them (:func:`raysweep.evaluate.run_finisher`);
     ``finish`` replaces that (tests, benchmarks)."""
+    from raysweep.unlearn.memo import TeacherMemo
     from raysweep.unlearn.step import UnlearnStep
 
     if spec is not None:
@@ -269,13 +272,17 @@ def unlearn_job(
         schedule=u.schedule,
     )
     sigma = _lowrank_sigma(cfg, family, teacher, ds, split) if u.noise == "lowrank" else None
+    memo = None
+    if spec is not None and spec.teacher_memo and method.trains == "encoder":
+        settings = cfg.to_dict()["model"]
+        memo = TeacherMemo.open(spec.teacher_memo, teacher, cfg.model.family, settings, spec.teacher_memo_gb)
     return Job(
         "unlearn",
         student,
         params,
         FlaggedSubset(ds.training_view(), split.indices, split.is_forget),
         hyper,
-        UnlearnStep(family, method, teacher, u, cfg.eval.task, sigma),
+        UnlearnStep(family, method, teacher, u, cfg.eval.task, sigma, memo),
         finish,
         frozen=[teacher],
         seed=cfg.seed,

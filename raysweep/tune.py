@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from raysweep.frontier import Point, hypervolume, pareto_front, plot, write_csv
 log = logging.getLogger(__name__)
 KINDS = ("loguniform", "uniform", "int", "choice", "grid")
 TUNE_DIR = "tune"
+MEMO_DIR = "teacher-memo"  # the teacher's outputs shared between the trials (raysweep.unlearn.memo)
 NON_FINITE_FILE = "non_finite.txt"  # in a trial's folder: it diverged (Tune's retries then fail at once)
 
 
@@ -106,7 +108,7 @@ def trial(params: dict, base: dict, storage: str) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from raysweep.runner import run_spec
-    from raysweep.train import trainer
+    from raysweep.train import trainer, use_gpu
 
     cfg = Config.from_dict(base).replace(**params)
     trial_id = ray.tune.get_context().get_trial_id()
@@ -114,6 +116,11 @@ def trial(params: dict, base: dict, storage: str) -> None:
     if (run_dir / NON_FINITE_FILE).is_file():  # the same config and seed diverge again: no retry spends compute on it
         raise FloatingPointError((run_dir / NON_FINITE_FILE).read_text())
     if not (run_dir / METRICS_FILE).is_file():  # finished before an interruption: report, do not rerun
+        spec = run_spec(cfg, run_dir)
+        if cfg.resources.teacher_memo_gb > 0 and not use_gpu(cfg):  # on a GPU the forward is cheaper than the disk
+            spec = dataclasses.replace(
+                spec, teacher_memo=str(Path(storage) / MEMO_DIR), teacher_memo_gb=cfg.resources.teacher_memo_gb
+            )
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         try:  # Train V2 raises the run's error from fit(); older Trains return it in result.error
@@ -123,7 +130,7 @@ def trial(params: dict, base: dict, storage: str) -> None:
                 Path(storage) / "train",
                 f"train-{trial_id}",
                 callbacks=[TuneReportCallback()],
-                spec=run_spec(cfg, run_dir),
+                spec=spec,
             ).fit()
             if result.error:
                 raise result.error
@@ -278,6 +285,8 @@ def run_sweep(cfg: Config, resume: bool = False) -> SweepResult:
     t_fit = time.perf_counter()
     grid = tuner.fit()
     t_fit = time.perf_counter() - t_fit
+    if (storage / MEMO_DIR).exists():  # gigabytes, useless once the trials are done (a resume re-creates it)
+        shutil.rmtree(storage / MEMO_DIR)
     points, trial_walls, errors = [], {}, {}
     for r in grid:
         m = r.metrics or {}

@@ -70,6 +70,12 @@ def test_two_trial_sweep_logs_mlflow_runs_and_frontier(tmp_path):
         assert {"config.yaml", "metrics.json", "samples.png"} <= names
         assert run.data.tags["raysweep.extractor"].startswith("raysweep-indomain")
     assert {"frontier.csv", "frontier.png", "best_trials.json"} <= {a.path for a in client.list_artifacts(parent)}
+    # the teacher memo: the second trial reads the first one's teacher outputs when it draws the same noise type
+    runs = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'", order_by=["start_time"])
+    first, second = (r.data for r in runs)
+    same_noise = first.params["unlearn.noise"] == second.params["unlearn.noise"]
+    assert first.metrics["train/teacher_memo_hit_epoch"] == 0.0
+    assert second.metrics["train/teacher_memo_hit_epoch"] == (1.0 if same_noise else 0.0)
     # where the wall time went: cold cache, so pretraining and the extractor ran; both trials' start-up measured
     assert "time (s): pretraining" in res.stdout
     pm = client.get_run(parent).data.metrics
@@ -80,6 +86,7 @@ def test_two_trial_sweep_logs_mlflow_runs_and_frontier(tmp_path):
     rows = list(csv.DictReader(open(sweeps[0] / "frontier.csv")))
     assert len(rows) == 2 and any(r["on_front"] == "1" for r in rows)
     assert (sweeps[0] / "frontier.png").is_file()
+    assert not (sweeps[0] / "teacher-memo").exists()  # gigabytes on a real sweep: gone when it ends
 
 
 def test_killed_sweep_resumes_without_repeating_trials(tmp_path):

@@ -17,6 +17,7 @@ from torch import nn
 from raysweep.config import TaskConfig, UnlearnConfig
 from raysweep.data.masks import kept_patches, task_mask
 from raysweep.unlearn.losses import Method, objective, ours, random_embedding_target, retain_truth
+from raysweep.unlearn.memo import TeacherMemo
 from raysweep.unlearn.noise import LowRankSigma, sample_noise
 
 
@@ -28,7 +29,14 @@ class UnlearnStep:
     settings: UnlearnConfig
     task: TaskConfig  # the evaluation task: the hole of task-mask steps
     sigma: LowRankSigma | None = None  # unlearn.noise=lowrank
+    memo: TeacherMemo | None = None  # the teacher's outputs shared between a sweep's trials (bit-identical)
     steps: int = field(default=0, init=False)
+
+    def _teacher(self, images: torch.Tensor, ctx: dict | None) -> torch.Tensor:
+        """The frozen original's embedding of ``images`` under ``ctx`` (read from the memo when it has it)."""
+        if self.memo is None:
+            return self.family.encode(self.teacher, images, ctx)[0]
+        return self.memo(lambda: self.family.encode(self.teacher, images, ctx)[0], images, ctx)
 
     def _ctx(self, m: nn.Module, images: torch.Tensor, gen: torch.Generator) -> dict | None:
         """The step's hole: None = the family's own training masks, else the evaluation task's mask."""
@@ -60,11 +68,15 @@ class UnlearnStep:
                     cap = u.max_loss_cap * fam.own_loss(self.teacher, images, truth, ctx)[0]
             return objective(per_sample, is_forget, u.alpha, self.method.sign, cap)
         z, ctx = fam.encode(m, images, ctx, gen)  # the student's embedding
+        hits = self.memo.hits if self.memo is not None else 0
         with torch.no_grad():
             if self.method.name == "random_encoder":  # App. C.6.4: forget rows -> random embeddings
-                target = random_embedding_target(fam.encode(self.teacher, images, ctx)[0], is_forget, gen)
+                target = random_embedding_target(self._teacher(images, ctx), is_forget, gen)
             else:  # Eq. 10: the original's embedding of x_r, or of the noise n for forget rows
                 noise = sample_noise(u.noise, images, mean, std, gen, self.sigma)
                 t_in, t_ctx = fam.forget_input(images, noise, is_forget, ctx, u.noise)
-                target, _ = fam.encode(self.teacher, t_in, t_ctx)  # the teacher shares the masks
-        return ours(z, target, is_forget, u.alpha, u.loss_form)
+                target = self._teacher(t_in, t_ctx)  # the teacher shares the masks
+        out = ours(z, target, is_forget, u.alpha, u.loss_form)
+        if self.memo is not None:  # share of steps served from the memo (train/teacher_memo_hit_epoch)
+            out["teacher_memo_hit"] = torch.tensor(float(self.memo.hits > hits), device=z.device)
+        return out
