@@ -8,7 +8,7 @@ from alpha, the lr or the epoch count -- so the first such trial computes each o
 read it.
 
 The key of an output hashes everything that decides it: the teacher's weights and buffers, the model settings, the
-code of the family (:func:`raysweep.cache.fingerprint`, so a code change is never served a stale output), the torch
+code of the models (:func:`raysweep.cache.fingerprint`, so a code change is never served a stale output), the torch
 build, the device, the thread count and the autocast state, and the bytes of every input tensor and context value.
 A hit is therefore what the teacher would have computed, bit for bit (``tests/test_memo.py`` checks that a run with
 the memo and one without end at the same weights). The memo stops writing at ``limit_bytes`` (it still reads).
@@ -32,6 +32,8 @@ from torch import nn
 from raysweep.cache import fingerprint
 
 log = logging.getLogger(__name__)
+# the code a teacher's forward can run through (MAGE's goes through the VQ-GAN and the MAE layout, Palette's the UNet)
+_CODE = tuple(f"raysweep.models.{m}" for m in ("mae", "mage", "vqgan", "palette", "unet")) + ("raysweep.unlearn.memo",)
 
 
 def _update(h: Any, obj: Any) -> None:
@@ -72,7 +74,7 @@ class TeacherMemo:
                 {
                     "family": family,
                     "model": model_settings,
-                    "code": fingerprint((f"raysweep.models.{family}", "raysweep.unlearn.memo")),
+                    "code": fingerprint(_CODE),
                     "torch": torch.__version__,
                 },
                 sort_keys=True,
