@@ -61,9 +61,10 @@ PRODUCERS: dict[str, Producer] = {
         "834fb3602f67b449",
     ),
     # (v3 kept through the stochastic samplers and the default sampler: they change only generation, never the weights;
-    # and through the unlearning-only options frozen_input_blocks, unlearn_t_max, forget_context, noise_context_below)
+    # and through the unlearning-only options frozen_input_blocks, unlearn_t_max, forget_context, noise_context_below,
+    # forget_t_max)
     "original:palette": Producer(
-        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "cac735a6186d4d80"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "d9274b9a40497f38"
     ),
     "extractor": Producer(
         2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "5dc0d31e52463ee3"

@@ -86,7 +86,12 @@ def test_original_scores_key_ignores_training_only_options_but_not_sampling(tmp_
         return run_spec(cfg.replace(**overrides), tmp_path / "run", m).original_cache
 
     base = scores({})
-    for name, value in (("frozen_input_blocks", 0), ("unlearn_t_max", 0.5), ("forget_context", "noise")):
+    for name, value in (
+        ("frozen_input_blocks", 0),
+        ("unlearn_t_max", 0.5),
+        ("forget_context", "noise"),
+        ("forget_t_max", 0.5),
+    ):
         assert scores({f"model.options.{name}": value}) == base, name
     assert scores({"unlearn.alpha": 0.3}) == base
     assert scores({"model.options.sample_steps": 10}) != base

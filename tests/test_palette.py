@@ -228,6 +228,45 @@ def test_unlearn_t_max_keeps_eq10_timesteps_below_it_and_leaves_pretraining_alon
     assert "unlearn_t_max" in palette.UNLEARN_OPTIONS  # never part of the original's cache key
 
 
+def test_forget_t_max_draws_only_the_forget_rows_below_it():
+    """model.options.forget_t_max: through the unlearning step's ctx, forget rows draw t < forget_t_max x T and
+    retain rows keep the full draw; 1.0 (the default) leaves the random stream the official one."""
+    x = torch.rand(256, 3, 16, 16)
+    is_forget = torch.arange(256) % 2 == 0
+    full, half = tiny(), tiny(forget_t_max=0.25)
+    half.load_state_dict(full.state_dict())
+    _, c1 = palette.encode(full, x, {"is_forget": is_forget}, torch.Generator().manual_seed(0))
+    _, c0 = palette.encode(full, x, None, torch.Generator().manual_seed(0))
+    assert torch.equal(c1["t"], c0["t"]) and torch.equal(c1["eps"], c0["eps"])  # default: the official stream
+    _, c2 = palette.encode(half, x, {"is_forget": is_forget}, torch.Generator().manual_seed(0))
+    assert c2["t"][is_forget].max() < 25 and c2["t"][is_forget].min() >= 1  # T = 100 in the tiny test model
+    assert torch.equal(c2["t"][~is_forget], c1["t"][~is_forget]) and c2["t"][~is_forget].max() >= 25
+    with pytest.raises(ValueError, match="forget_t_max=0.01 must be in"):
+        tiny(forget_t_max=0.01)
+    assert "forget_t_max" in palette.TRAINING_OPTIONS  # never part of the original's cache key nor its scores'
+
+
+def test_unlearn_step_tells_palette_which_rows_forget(monkeypatch):
+    """The step hands ``is_forget`` to encode: with forget_t_max the student's forget rows (and so the teacher's
+    targets, which share its ctx) sit at the low-noise timesteps."""
+    from raysweep.config import UnlearnConfig
+    from raysweep.unlearn.losses import METHODS
+    from raysweep.unlearn.step import UnlearnStep
+
+    seen, real = [], palette.encode
+
+    def spy(model, images, ctx=None, generator=None):
+        z, c = real(model, images, ctx, generator)
+        seen.append(c["t"].clone())
+        return z, c
+
+    monkeypatch.setattr(palette, "encode", spy)
+    is_forget = torch.arange(64) % 2 == 0
+    step = UnlearnStep(palette, METHODS["ours"], tiny(), UnlearnConfig(), TaskConfig())
+    step(tiny(forget_t_max=0.25), (torch.rand(64, 3, 16, 16), is_forget), torch.Generator().manual_seed(0))
+    assert seen[0][is_forget].max() < 25 and seen[0][~is_forget].max() >= 25
+
+
 def test_gaussian_forget_noise_is_the_students_eps():
     """Official §1.2: the forget target's noise is the eps of the student's x~ (uniform: coupled to it)."""
     m = tiny()

@@ -70,6 +70,7 @@ def test_the_report_is_keyed_by_how_the_original_completes(tiny_cfg, files):
     assert report_path(tiny_cfg.replace(**{"unlearn.alpha": 9.0}), orig, "ext", cpu) == base  # unlearning settings
     pal = tiny_cfg.replace(**{"model.family": "palette", "model.options": {}})
     pal_base = report_path(pal, orig, "ext", cpu)
-    for training_only in ({"frozen_input_blocks": 2}, {"unlearn_t_max": 0.5}, {"forget_context": "noise"}):
+    training = ({"frozen_input_blocks": 2}, {"unlearn_t_max": 0.5}, {"forget_context": "noise"}, {"forget_t_max": 0.5})
+    for training_only in training:
         assert report_path(pal.replace(**{"model.options": training_only}), orig, "ext", cpu) == pal_base
     assert report_path(pal.replace(**{"model.options": {"sample_steps": 10}}), orig, "ext", cpu) != pal_base

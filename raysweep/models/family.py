@@ -2,7 +2,9 @@
 
 A family is a module that provides every member of :class:`ModelFamily` (``tests/test_models.py`` checks each
 entry of ``FAMILIES`` against it). ``ctx`` carries the randomness of an ``encode`` call (token masks for MAE /
-MAGE; timestep, noise and hole for Palette) so that the frozen teacher sees exactly what the student saw.
+MAGE; timestep, noise and hole for Palette) so that the frozen teacher sees exactly what the student saw; the
+unlearning step also puts ``is_forget`` (bool ``[B]``) in the ctx it hands ``encode``, which a family may read
+(Palette's ``forget_t_max``) or ignore.
 """
 
 from __future__ import annotations

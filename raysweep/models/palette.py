@@ -79,6 +79,9 @@ class Options:
     frozen_input_blocks: int = field(default=0, metadata=TRAINING_ONLY)  # Eq. 10 trains the UNet blocks after these
     # Eq. 10's timesteps while unlearning: t ~ U{1 .. unlearn_t_max * T - 1} (raysweep option; 1 = all, official)
     unlearn_t_max: float = field(default=1.0, metadata=TRAINING_ONLY)
+    # the forget rows' timesteps only: t ~ U{1 .. forget_t_max * T - 1}, retain rows keep unlearn_t_max (raysweep
+    # option; 1 = all, official). Above ~0.48 x T gamma < 0.1, where App. C.25's target is almost the student's input
+    forget_t_max: float = field(default=1.0, metadata=TRAINING_ONLY)
     # the forget target's context outside the hole: real (App. C.25, official) | noise (Eq. 10's T(n), raysweep)
     forget_context: str = field(default="real", metadata=TRAINING_ONLY)
     # with forget_context real: forget rows noised to gamma below this get the noise context all the same (raysweep
@@ -103,11 +106,13 @@ class Options:
                 "model.options.noise_context_below applies to forget_context: real (forget_context: noise already "
                 "gives every forget row the noise context); set one of them"
             )
-        if not 0.0 < self.unlearn_t_max <= 1.0 or self.unlearn_t_max * self.timesteps < 2:
-            raise ValueError(
-                f"model.options.unlearn_t_max={self.unlearn_t_max} must be in (0, 1] and leave at least 2 of the "
-                f"{self.timesteps} timesteps"
-            )
+        for name in ("unlearn_t_max", "forget_t_max"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0 or value * self.timesteps < 2:
+                raise ValueError(
+                    f"model.options.{name}={value} must be in (0, 1] and leave at least 2 of the "
+                    f"{self.timesteps} timesteps"
+                )
 
 
 OPTIONS = option_names(Options)
@@ -147,7 +152,7 @@ class PaletteNetwork(nn.Module):
         self.register_buffer("posterior_mean_coef2", f32((1.0 - prev) * np.sqrt(alphas) / (1.0 - gammas)))
         self.sampler, self.sample_steps, self.train_masks = "ddim", 25, "mixed"
         self.frozen_input_blocks, self.unlearn_t_max, self.forget_context = 0, 1.0, "real"
-        self.noise_context_below = 0.0
+        self.noise_context_below, self.forget_t_max = 0.0, 1.0
 
     @property
     def timesteps(self) -> int:
@@ -191,10 +196,18 @@ def _noising(
     mask: torch.Tensor,
     generator: torch.Generator | None,
     t_max: float = 1.0,
+    forget_rows: torch.Tensor | None = None,
+    forget_t_max: float = 1.0,
 ) -> dict:
-    """t, continuous gamma, eps and y_cond for a batch (Palette's forward); t below ``t_max`` x T."""
+    """t, continuous gamma, eps and y_cond for a batch (Palette's forward); t below ``t_max`` x T, and below
+    ``forget_t_max`` x T on ``forget_rows`` (bool ``[B]``) when that is < 1 (drawn after the others: with 1 the
+    random stream is the official one)."""
     b, dev = images.shape[0], images.device
     t = torch.randint(1, max(2, round(t_max * model.timesteps)), (b,), generator=generator, device=dev)
+    if forget_rows is not None and forget_t_max < 1.0:
+        top = max(2, round(forget_t_max * model.timesteps))
+        t_forget = torch.randint(1, top, (b,), generator=generator, device=dev)
+        t = torch.where(forget_rows.to(dev), t_forget, t)
     g0, g1 = model.gammas[t - 1], model.gammas[t]
     gamma = g0 + (g1 - g0) * torch.rand(b, generator=generator, device=dev)
     eps = torch.randn(images.shape, generator=generator, device=dev)
@@ -230,7 +243,7 @@ def build(cfg: ModelConfig) -> PaletteNetwork:
     model.sampler, model.sample_steps = o.sampler, o.sample_steps
     model.train_masks, model.frozen_input_blocks = o.train_masks, o.frozen_input_blocks
     model.unlearn_t_max, model.forget_context = o.unlearn_t_max, o.forget_context
-    model.noise_context_below = o.noise_context_below
+    model.noise_context_below, model.forget_t_max = o.noise_context_below, o.forget_t_max
     n_in = len(unet.input_blocks)
     if not 0 <= model.frozen_input_blocks <= n_in:
         raise ValueError(
@@ -283,8 +296,9 @@ def _ctx(model: PaletteNetwork, images: torch.Tensor, ctx: dict | None, generato
     if ctx is not None and "gamma" in ctx:
         return ctx
     mask = ctx["mask"] if ctx is not None and "mask" in ctx else train_masks(model, images, generator)
+    forget_rows = ctx.get("is_forget") if ctx is not None else None
     return {
-        **_noising(model, images, mask, generator, model.unlearn_t_max),
+        **_noising(model, images, mask, generator, model.unlearn_t_max, forget_rows, model.forget_t_max),
         "forget_context": model.forget_context,
         "noise_context_below": model.noise_context_below,
     }
@@ -306,7 +320,8 @@ def encode(
     model: nn.Module, images: torch.Tensor, ctx: dict | None = None, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, dict]:
     """Encoder maps of images in [0, 1] as ``[B, N]``. ``ctx`` None = a training hole and fresh noising;
-    ``{"mask": ...}`` = that hole; an earlier ctx = the same t, gamma, eps and hole. ``ctx["pure_noise"]`` (bool
+    ``{"mask": ...}`` = that hole; an earlier ctx = the same t, gamma, eps and hole. ``ctx["is_forget"]`` (bool
+    ``[B]``, set by the unlearning step) draws those rows' t below ``forget_t_max`` x T. ``ctx["pure_noise"]`` (bool
     ``[B]``, set by :func:`forget_input`) gives those rows the App. C.25 forget input."""
     m = unwrap(model)
     ctx = _ctx(m, images, ctx, generator)

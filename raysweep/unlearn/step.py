@@ -67,7 +67,8 @@ class UnlearnStep:
                 with torch.no_grad():
                     cap = u.max_loss_cap * fam.own_loss(self.teacher, images, truth, ctx)[0]
             return objective(per_sample, is_forget, u.alpha, self.method.sign, cap)
-        z, ctx = fam.encode(m, images, ctx, gen)  # the student's embedding
+        # the student's embedding; ctx tells the family which rows are forget rows (Palette's forget_t_max)
+        z, ctx = fam.encode(m, images, {**(ctx or {}), "is_forget": is_forget}, gen)
         hits = self.memo.hits if self.memo is not None else 0
         with torch.no_grad():
             if self.method.name == "random_encoder":  # App. C.6.4: forget rows -> random embeddings
