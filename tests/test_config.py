@@ -18,7 +18,7 @@ def test_embedded_default_loads_and_roundtrips():
     [  # the optimiser each YAML's README figures were measured with (docs/deviations.md); change both together
         ("mae_fmnist", ("paper", 0.0, "constant", 0.0, 0.0)),
         ("mage_fmnist", ("paper", 0.0, "constant", 0.0, 0.0)),
-        ("palette_fmnist", ("adamw", 0.05, "cosine", 1.0, 3.0)),
+        ("palette_fmnist", ("paper", 0.0, "constant", 0.0, 0.0)),
     ],
 )
 def test_each_yaml_pins_the_optimiser_its_figures_were_measured_with(name, want):
