@@ -81,6 +81,29 @@ def test_max_loss_is_bounded_by_its_cap():
     assert per.grad[2] == 0 and per.grad[1] < 0 and per.grad[0] > 0
 
 
+@pytest.mark.parametrize("cap", [0.0, 5.0])
+def test_max_loss_cap_zero_is_the_unbounded_eq_c26(cap, originals, tmp_path, monkeypatch):
+    """``unlearn.max_loss_cap=0`` runs App. C.6.1's max loss as written (no cap: free to diverge); any other value
+    caps each forget row at that multiple of the original's loss on it; values in (0, 1) are refused."""
+    import raysweep.unlearn.step as step_mod
+    from raysweep.config import ConfigError
+
+    cfg = _cfg(tmp_path, "mae", **{"unlearn.method": "max_loss", "unlearn.max_loss_cap": cap})
+    job = unlearn_job(cfg, original=originals["mae"], finish=lambda m, d: None)
+    seen = []
+    real = step_mod.objective
+    monkeypatch.setattr(step_mod, "objective", lambda *a: seen.append(a[4]) or real(*a))
+    items = [job.dataset[i] for i in range(4)]
+    batch = (torch.stack([x for x, _ in items]).float() / 255, torch.tensor([bool(f) for _, f in items]))
+    out = job.step(job.module, batch, torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["loss"]) and len(seen) == 1
+    assert (seen[0] is None) == (cap == 0)
+    if cap:
+        assert seen[0].shape == (4,) and (seen[0] > 0).all()
+    with pytest.raises(ConfigError, match=r"unlearn\.max_loss_cap=0\.5 is out of range"):
+        _cfg(tmp_path, "mae", **{"unlearn.max_loss_cap": 0.5})
+
+
 def test_retain_label_truth_takes_retain_images_and_random_targets_keep_retain_rows():
     images = torch.arange(5).float().view(5, 1, 1, 1).expand(5, 3, 2, 2)
     is_forget = torch.tensor([True, False, True, True, False])

@@ -63,7 +63,7 @@ class UnlearnStep:
                 }[self.method.truth]
             per_sample, ctx = fam.own_loss(m, images, truth, ctx, gen)
             cap = None
-            if self.method.sign < 0:  # max_loss: bounded by the original's own loss on the same draws
+            if self.method.sign < 0 and u.max_loss_cap > 0:  # max_loss: bounded by the original's own loss
                 with torch.no_grad():
                     cap = u.max_loss_cap * fam.own_loss(self.teacher, images, truth, ctx)[0]
             return objective(per_sample, is_forget, u.alpha, self.method.sign, cap)
