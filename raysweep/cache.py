@@ -52,19 +52,21 @@ class Producer:
 
 
 PRODUCERS: dict[str, Producer] = {
+    # (the originals' versions were kept when their files started to record only the settings that decide them,
+    # not the whole config of the run that trained them: the weights are the same bits, only that record changed)
     # v2: pretraining mixes I2I task masks into MAE's random masking; per-class image order independent of the
     # class lists; ``pretrain.seed``
-    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "4a4bdca3a3f9e91c"),
+    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "647c1d381c2b19c1"),
     "original:mage": Producer(
         2,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "834fb3602f67b449",
+        "4110d951e6d0de3f",
     ),
     # (v3 kept through the stochastic samplers and the default sampler: they change only generation, never the weights;
     # and through the unlearning-only options frozen_input_blocks, unlearn_t_max, forget_context, noise_context_below,
     # forget_t_max)
     "original:palette": Producer(
-        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "d9274b9a40497f38"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "2a585a2459c59473"
     ),
     "extractor": Producer(
         2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "5dc0d31e52463ee3"

@@ -116,9 +116,17 @@ def load_original(cfg: Config, original_path: str | None) -> nn.Module:
     return model
 
 
-def pretrain_job(cfg: Config, output: str, stage: str | None = None, init: str | None = None, **_: Any) -> Job:
+def pretrain_job(
+    cfg: Config,
+    output: str,
+    stage: str | None = None,
+    init: str | None = None,
+    settings: dict | None = None,
+    **_: Any,
+) -> Job:
     """One pretraining stage of the original (``stage`` None = the family's only / last stage), starting from the
-    previous stage's weights ``init``; only the stage's parameters train."""
+    previous stage's weights ``init``; only the stage's parameters train. The file records ``settings`` (what
+    decides the original: ``pretrain.original_settings``; None = the whole config)."""
     family = get_family(cfg.model.family)
     torch.manual_seed(cfg.pretrain.seed)  # reproducible initialisation (DDP then broadcasts rank 0's)
     model = family.build(
@@ -152,7 +160,8 @@ def pretrain_job(cfg: Config, output: str, stage: str | None = None, init: str |
         return {"loss": family.pretrain_loss(m, batch[0], gen, stage=st.name)}
 
     def finish(m: nn.Module, device: torch.device) -> dict:
-        save_atomic({"model": unwrap(m).state_dict(), "config": cfg.to_dict(), "stage": st.name}, output)
+        meta = cfg.to_dict() if settings is None else settings
+        save_atomic({"model": unwrap(m).state_dict(), "config": meta, "stage": st.name}, output)
         return {"path": output}
 
     train = Subset(ds.training_view(), idx)

@@ -33,10 +33,11 @@ def _workers(cfg: Config) -> int:
     return cfg.resources.num_workers if cfg.resources.runtime == "ray" else 1
 
 
-def original_key(cfg: Config) -> str:
-    """What decides the pretrained original: its family's pretraining code (``cache.PRODUCERS``), architecture and
-    pretraining options, the data it sees (settings and file content), the schedule, the seed, and the number of
-    DDP workers (the global batch)."""
+def original_settings(cfg: Config) -> dict:
+    """What decides the pretrained original: its architecture and pretraining options, the data it sees (settings
+    and file content), the schedule, the seed, and the number of DDP workers (the global batch). Hashed into its
+    cache key with the family's pretraining code (``cache.PRODUCERS``), and the only settings written into its
+    file, so that the same weights always make the same file (and the same ``original_sha256``)."""
     from raysweep.models import get_family, pretrain_options
 
     model = {
@@ -45,15 +46,16 @@ def original_key(cfg: Config) -> str:
         "options": pretrain_options(get_family(cfg.model.family), cfg.model.options),
     }
     p = cfg.to_dict()["pretrain"]
-    return cache.key(
-        f"original:{cfg.model.family}",
-        {
-            "model": model,
-            "data": _data(cfg),
-            "workers": _workers(cfg),
-            "pretrain": {k: v for k, v in p.items() if k not in ("extractor_epochs", "quality_gate")},
-        },
-    )
+    return {
+        "model": model,
+        "data": _data(cfg),
+        "workers": _workers(cfg),
+        "pretrain": {k: v for k, v in p.items() if k not in ("extractor_epochs", "quality_gate")},
+    }
+
+
+def original_key(cfg: Config) -> str:
+    return cache.key(f"original:{cfg.model.family}", original_settings(cfg))
 
 
 def extractor_key(cfg: Config) -> str:
@@ -120,6 +122,7 @@ def ensure_original(cfg: Config) -> Path | None:
                     output=str(out),
                     stage=st.name,
                     init=str(init) if init else None,
+                    settings=original_settings(cfg),
                 )
             init = out
         from raysweep.evaluate import write_reconstructions

@@ -68,21 +68,23 @@ def test_unlearn_cli_end_to_end(family, ray_session, tmp_path, monkeypatch, caps
 
 def test_original_and_extractor_are_bit_identical_from_two_empty_caches(ray_session, tmp_path, monkeypatch):
     """Determinism (same platform, same thread count): the same config and seed pretrain bit-identical weights
-    through Ray Train, from two empty caches; a different pretrain.seed gives a different original."""
+    through Ray Train, from two empty caches — the same files too (``original_sha256``), even when the two runs'
+    unlearning settings differ; a different pretrain.seed gives a different original."""
     from raysweep.models.checkpoints import sha256
     from raysweep.pretrain import ensure_extractor, ensure_original
 
     cfg = Config.from_dict(tiny_dict(tmp_path)).replace(**{"pretrain.epochs": 1})
+    unlearning_only = {"unlearn.alpha": 0.9, "unlearn.optimizer": "adamw", "seed": 5}
     files = []
-    for name in ("a", "b"):
+    for name, c in (("a", cfg), ("b", cfg.replace(**unlearning_only))):
         monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / name))  # the driver picks every path
-        files.append((ensure_original(cfg), ensure_extractor(cfg)))
+        files.append((ensure_original(c), ensure_extractor(c)))
     (oa, ea), (ob, eb) = files
     assert oa != ob and oa.name == ob.name
     for x, y in ((oa, ob), (ea, eb)):
         sa, sb = torch.load(x, weights_only=True)["model"], torch.load(y, weights_only=True)["model"]
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-    assert sha256(ea) == sha256(eb)
+    assert sha256(ea) == sha256(eb) and sha256(oa) == sha256(ob)
     monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "c"))
     other = ensure_original(cfg.replace(**{"pretrain.seed": 1}))
     so, s0 = (torch.load(p, weights_only=True)["model"] for p in (other, oa))
