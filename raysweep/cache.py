@@ -66,7 +66,7 @@ PRODUCERS: dict[str, Producer] = {
     # and through the unlearning-only options frozen_input_blocks, unlearn_t_max, forget_context, noise_context_below,
     # forget_t_max)
     "original:palette": Producer(
-        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "2a585a2459c59473"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "5c0a98914563e092"
     ),
     "extractor": Producer(
         2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "5dc0d31e52463ee3"

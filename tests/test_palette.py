@@ -369,3 +369,28 @@ def test_noise_context_below_gives_only_the_noisiest_forget_rows_the_noise_conte
     with pytest.raises(ValueError, match="applies to forget_context: real"):
         tiny(noise_context_below=0.1, forget_context="noise")
     assert "noise_context_below" in palette.TRAINING_OPTIONS  # never part of the original's cache key
+
+
+def test_groupnorm32_normalises_half_precision_maps_in_their_own_dtype(monkeypatch):
+    """Under autocast a bf16 map is normalised by the native kernel in bf16 (fp32 statistics inside), with the
+    fp32 path's values to bf16 rounding, and is never copied up to fp32 (the copies the GPU profile found);
+    fp32 maps keep the fp32 path exactly."""
+    from raysweep.models.unet import GroupNorm32
+
+    torch.manual_seed(0)
+    g = GroupNorm32(32, 64)
+    torch.nn.init.normal_(g.weight)
+    torch.nn.init.normal_(g.bias)
+    x = torch.randn(2, 64, 8, 8) * 3 + 1
+    ref = torch.nn.functional.group_norm(x, 32, g.weight, g.bias, g.eps)
+    assert torch.equal(g(x), ref)
+    xb = x.bfloat16()
+    seen = []
+    real = torch.nn.functional.group_norm
+    monkeypatch.setattr(
+        torch.nn.functional, "group_norm", lambda inp, *a, **k: seen.append(inp.dtype) or real(inp, *a, **k)
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = g(xb)
+    assert seen == [torch.bfloat16] and y.dtype == torch.bfloat16
+    assert (y.float() - ref).abs().max() < 0.1  # bf16 has 8 bits of mantissa; |ref| reaches ~10 here
