@@ -55,18 +55,19 @@ PRODUCERS: dict[str, Producer] = {
     # (the originals' versions were kept when their files started to record only the settings that decide them,
     # not the whole config of the run that trained them: the weights are the same bits, only that record changed)
     # v2: pretraining mixes I2I task masks into MAE's random masking; per-class image order independent of the
-    # class lists; ``pretrain.seed``
-    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "647c1d381c2b19c1"),
+    # class lists; ``pretrain.seed``. (Versions kept when the task draw moved to data.masks for MAGE's
+    # ``train_masks`` option, default random = MAGE's own masks: the same random streams, the same weights.)
+    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "cc03ac9d359093ae"),
     "original:mage": Producer(
         2,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "4110d951e6d0de3f",
+        "4b66cf5238d8d5bf",
     ),
     # (v3 kept through the stochastic samplers and the default sampler: they change only generation, never the weights;
     # and through the unlearning-only options frozen_input_blocks, unlearn_t_max, forget_context, noise_context_below,
     # forget_t_max)
     "original:palette": Producer(
-        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "5c0a98914563e092"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "ef57d7460c6cbab7"
     ),
     "extractor": Producer(
         2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "5dc0d31e52463ee3"

@@ -192,6 +192,49 @@ def test_training_masks_follow_mage():
     assert min(rates) >= 0.5 and max(rates) <= 1.0 and len(set(rates)) > 5
 
 
+def test_pretrain_masks_random_is_mages_own_and_mixed_adds_the_tasks():
+    """``train_masks: random`` (the default) draws exactly MAGE's own masks, the same random stream as before the
+    option; ``mixed`` gives about half the steps an I2I task's token masks (nothing dropped, one block of tokens
+    for the whole batch, as the evaluation builds them) and the pretraining loss is finite on both kinds."""
+    x = torch.rand(4, 3, 32, 32)
+    m = tiny(img_size=32)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    for _ in range(5):
+        a, b = mage.pretrain_masks(m, x, g1), mage.training_masks(m, 4, g2, torch.device("cpu"))
+        assert torch.equal(a["masked"], b["masked"]) and torch.equal(a["drop"], b["drop"])
+    mixed = tiny(img_size=32, train_masks="mixed")
+    g = torch.Generator().manual_seed(0)
+    kinds = []
+    for _ in range(40):
+        ctx = mage.pretrain_masks(mixed, x, g)
+        task = ctx.get("fill_hole", False)
+        kinds.append(task)
+        if task:
+            assert not ctx["drop"].any() and not ctx["masked"][:, 0].any()
+            assert bool((ctx["masked"] == ctx["masked"][:1]).all())  # one task for the whole batch
+        else:
+            assert (ctx["drop"].sum(1) == 32).all()
+    assert 8 <= sum(kinds) <= 32  # about half the steps
+    for seed in range(4):  # a step of each kind, at least
+        loss = mage.pretrain_loss(mixed, x, torch.Generator().manual_seed(seed))
+        assert torch.isfinite(loss) and loss > 0
+    with pytest.raises(ValueError, match="train_masks.*choose one of"):
+        tiny(train_masks="tasks")
+
+
+def test_train_masks_decides_the_original():
+    """``train_masks`` changes how the original is pretrained, so it is part of the original's cache key (and the
+    default key is the one without the option)."""
+    from raysweep.config import Config
+    from raysweep.pretrain import original_key
+
+    cfg = Config.from_dict({"model": {"family": "mage", "preset": "tiny"}})
+    mixed = cfg.replace(**{"model.options": {"train_masks": "mixed"}})
+    random = cfg.replace(**{"model.options": {"train_masks": "random"}})
+    assert original_key(mixed) != original_key(cfg)
+    assert original_key(random) != original_key(mixed)
+
+
 def test_task_token_masks_margin():
     mask = task_mask(TaskConfig("center", 0.5), 2, 32)
     assert int(mage.task_token_masks(tiny(img_size=32), mask)["masked"][0].sum()) == 36  # 4x4 + 1 margin = 6x6

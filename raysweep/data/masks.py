@@ -69,6 +69,31 @@ def task_mask(
     return _fixed_mask(task.name, task.ratio, size).to(device).expand(batch, -1, -1).clone()
 
 
+# ``train_masks: mixed`` (MAE, MAGE): about half the pretraining steps use one of the paper's I2I tasks at a size drawn
+# uniformly in [lo, hi] instead of the family's own random masks, so the original has trained on every kind of
+# context it is evaluated on (random 75 % keeps 16 of 64 MAE patches, a center hole of 1/2 keeps 48)
+PRETRAIN_TASKS = (
+    ("center", 0.25, 0.625),
+    ("outpaint", 0.25, 0.5),
+    ("extend_up", 0.25, 0.5),
+    ("extend_down", 0.25, 0.5),
+    ("extend_left", 0.25, 0.5),
+    ("extend_right", 0.25, 0.5),
+)
+
+
+def draw_pretrain_task(
+    generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> TaskConfig | None:
+    """One ``train_masks: mixed`` draw (three uniforms, always): None (probability 1/2) = the family's own masks this
+    step, else a task of :data:`PRETRAIN_TASKS` and its size, the same for the whole batch."""
+    u = torch.rand(3, generator=generator, device=device).tolist()
+    if u[0] < 0.5:
+        return None
+    name, lo, hi = PRETRAIN_TASKS[min(int(u[1] * len(PRETRAIN_TASKS)), len(PRETRAIN_TASKS) - 1)]
+    return TaskConfig(name, lo + (hi - lo) * u[2])
+
+
 def patch_mask(mask: torch.Tensor, patch: int) -> torch.Tensor:
     """Pixel mask ``[B, H, W]`` -> patch mask ``[B, L]``: a patch is removed when any of its pixels is."""
     b, h, w = mask.shape

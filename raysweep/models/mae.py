@@ -19,8 +19,8 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from raysweep.config import Config, ModelConfig, TaskConfig
-from raysweep.data.masks import patch_mask, random_patch_mask, task_mask
+from raysweep.config import Config, ModelConfig
+from raysweep.data.masks import draw_pretrain_task, patch_mask, random_patch_mask, task_mask
 from raysweep.models.checkpoints import load_strict, read_state_dict
 from raysweep.models.family import Stage, option_names, parse_options, training_only, unlearn_only, unwrap
 
@@ -73,7 +73,7 @@ class Options(ViTOverrides):
     pixel_mean: tuple[float, ...] = IMAGENET_MEAN  # normalisation inside the network
     pixel_std: tuple[float, ...] = IMAGENET_STD
     mask_ratio: float = 0.75  # MAE random masking while pretraining
-    train_masks: str = "mixed"  # mixed: half the pretraining steps use an I2I task mask (PRETRAIN_TASKS)
+    train_masks: str = "mixed"  # mixed: half the pretraining steps use an I2I task mask (data.masks.PRETRAIN_TASKS)
     patch_size: int | None = None
 
     def __post_init__(self):
@@ -86,17 +86,6 @@ class Options(ViTOverrides):
 
 
 OPTIONS = option_names(Options)
-# ``train_masks: mixed``: half the pretraining steps use one of the paper's I2I tasks at a random size instead of
-# MAE's random masking, so the original has seen contexts of every length it is evaluated on (random 75 % keeps 16
-# of 64 patches, a center hole of 1/2 keeps 48)
-PRETRAIN_TASKS = (
-    ("center", 0.25, 0.625),
-    ("outpaint", 0.25, 0.5),
-    ("extend_up", 0.25, 0.5),
-    ("extend_down", 0.25, 0.5),
-    ("extend_left", 0.25, 0.5),
-    ("extend_right", 0.25, 0.5),
-)
 UNLEARN_OPTIONS = unlearn_only(Options)  # none: every MAE option changes the pretrained original
 TRAINING_OPTIONS = training_only(Options)
 PAPER_OPTIMIZER = "adamw"  # App. B, "VQ-GAN & MAE": AdamW, betas (0.9, 0.95), no weight decay
@@ -367,13 +356,13 @@ def pretrain_mask(
     model: MaskedAutoencoderViT, images: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """The pixel mask of one pretraining step: MAE's random masking, or (``train_masks: mixed``, every other step
-    on average) one I2I task of ``PRETRAIN_TASKS`` with a uniformly drawn size, the same for the whole batch."""
+    on average) one I2I task of ``data.masks.PRETRAIN_TASKS`` with a uniformly drawn size, the same for the whole
+    batch."""
     b, size, dev = images.shape[0], images.shape[-1], images.device
-    u = torch.rand(3, generator=generator, device=dev).tolist()
-    if model.train_masks == "random" or u[0] < 0.5:
+    task = draw_pretrain_task(generator, dev)  # drawn with random masks too: one random stream for both settings
+    if model.train_masks == "random" or task is None:
         return random_patch_mask(b, size, model.patch_size, model.mask_ratio, generator, dev)
-    name, lo, hi = PRETRAIN_TASKS[min(int(u[1] * len(PRETRAIN_TASKS)), len(PRETRAIN_TASKS) - 1)]
-    return task_mask(TaskConfig(name, lo + (hi - lo) * u[2]), b, size, model.patch_size, generator, dev)
+    return task_mask(task, b, size, model.patch_size, generator, dev)
 
 
 def pretrain_loss(

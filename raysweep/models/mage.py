@@ -36,6 +36,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from raysweep.config import Config, ModelConfig
+from raysweep.data.masks import draw_pretrain_task, task_mask
 from raysweep.models.checkpoints import load_strict, read_state_dict
 from raysweep.models.family import (
     TRAINING_ONLY,
@@ -69,6 +70,7 @@ PRESETS = {
     ),
 }
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+TRAIN_MASKS = ("random", "mixed")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,10 @@ class Options(ViTOverrides):
     mask_ratio_max: float = 1.0
     mask_ratio_mu: float = 0.55
     mask_ratio_std: float = 0.25
+    # transformer pretraining masks: random = MAGE's own only (official); mixed = about half the steps one of the
+    # paper's I2I tasks instead (data.masks.PRETRAIN_TASKS, token masks as the evaluation builds them), as MAE and
+    # Palette pretrain (docs/results.md, stop 39: without them the original never trains on the evaluated task)
+    train_masks: str = "random"
     emb_dropout: float = field(default=0.0, metadata=TRAINING_ONLY)  # off in eval()
     decode_steps: int = field(default=20, metadata=UNLEARN_ONLY)  # MaskGIT iterations
     choice_temperature: float = field(default=6.0, metadata=UNLEARN_ONLY)
@@ -104,6 +110,8 @@ class Options(ViTOverrides):
             raise ValueError(
                 f"model.options mask ratios min={lo}, max={hi}, std={std} must satisfy 0 < min <= max <= 1 and std > 0"
             )
+        if self.train_masks not in TRAIN_MASKS:
+            raise ValueError(f"model.options.train_masks={self.train_masks!r}; choose one of {list(TRAIN_MASKS)}")
         if self.decode_steps < 1 or self.token_margin < 0:
             raise ValueError("model.options.decode_steps must be >= 1 and token_margin >= 0")
 
@@ -199,6 +207,7 @@ class MaskedGenerativeEncoderViT(nn.Module):
             self._register_load_state_dict_pre_hook(_fill_untied, with_module=True)
         # settings (not weights)
         self.mask_ratio = dict(min=0.5, max=1.0, mu=0.55, std=0.25)
+        self.train_masks = "random"
         self.decode_steps, self.choice_temperature, self.token_margin = 20, 6.0, 1
         self.pixel_mean, self.pixel_std = IMAGENET_MEAN, IMAGENET_STD
 
@@ -301,6 +310,18 @@ def training_masks(
     return {"drop": torch.cat([zero, ranks < n_drop], 1), "masked": torch.cat([zero, ranks < n_mask], 1)}
 
 
+def pretrain_masks(model: MaskedGenerativeEncoderViT, images: torch.Tensor, generator: torch.Generator | None) -> dict:
+    """The token masks of one transformer pretraining step: MAGE's own (:func:`training_masks`) or, with
+    ``train_masks: mixed``, in about half the steps an I2I task's (:func:`task_token_masks` of a
+    ``data.masks.PRETRAIN_TASKS`` draw, nothing dropped), the same for the whole batch."""
+    b, dev = images.shape[0], images.device
+    if model.train_masks == "mixed":
+        task = draw_pretrain_task(generator, dev)
+        if task is not None:
+            return task_token_masks(model, task_mask(task, b, images.shape[-1], model.vqgan.downsample, generator, dev))
+    return training_masks(model, b, generator, dev)
+
+
 def task_token_masks(model: MaskedGenerativeEncoderViT, mask: torch.Tensor) -> dict:
     """A pixel mask ``[B, H, W]`` -> masked tokens: every token touching the hole plus ``token_margin`` tokens
     around it (official §4.1: 1-token margin, because the VQ-GAN's receptive field sees the fill); nothing dropped."""
@@ -349,6 +370,7 @@ def build(cfg: ModelConfig) -> MaskedGenerativeEncoderViT:
         )
     model = MaskedGenerativeEncoderViT(vq, **kw, emb_dropout=o.emb_dropout, untie_decoder=o.untie_decoder)
     model.mask_ratio = dict(min=o.mask_ratio_min, max=o.mask_ratio_max, mu=o.mask_ratio_mu, std=o.mask_ratio_std)
+    model.train_masks = o.train_masks
     model.decode_steps, model.choice_temperature, model.token_margin = (
         o.decode_steps,
         o.choice_temperature,
@@ -467,7 +489,7 @@ def pretrain_loss(
         recon, vq_loss = model(images, {"stage": "tokenizer"})
         return tokenizer_loss(recon, images, vq_loss)
     target = m.vqgan.tokenize(images)  # [B, L]
-    ctx = {**training_masks(m, images.shape[0], generator, images.device), "ids": target}
+    ctx = {**pretrain_masks(m, images, generator), "ids": target}
     _, logits = model(images, ctx, decode=True)
     logits = logits[:, 1:, : m.codebook_size]
     ce = F.cross_entropy(
