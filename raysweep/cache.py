@@ -57,17 +57,17 @@ PRODUCERS: dict[str, Producer] = {
     # v2: pretraining mixes I2I task masks into MAE's random masking; per-class image order independent of the
     # class lists; ``pretrain.seed``. (Versions kept when the task draw moved to data.masks for MAGE's
     # ``train_masks`` option, default random = MAGE's own masks: the same random streams, the same weights.)
-    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "cc03ac9d359093ae"),
+    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "c20bd2e046ac4dcf"),
     "original:mage": Producer(
         2,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "4b66cf5238d8d5bf",
+        "97b073b4a29d3874",
     ),
     # (v3 kept through the stochastic samplers and the default sampler: they change only generation, never the weights;
     # and through the unlearning-only options frozen_input_blocks, unlearn_t_max, forget_context, noise_context_below,
     # forget_t_max)
     "original:palette": Producer(
-        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "ef57d7460c6cbab7"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "f8541c8296568227"
     ),
     "extractor": Producer(
         2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "5dc0d31e52463ee3"

@@ -72,6 +72,7 @@ def task_mask(
 # ``train_masks: mixed`` (MAE, MAGE): about half the pretraining steps use one of the paper's I2I tasks at a size drawn
 # uniformly in [lo, hi] instead of the family's own random masks, so the original has trained on every kind of
 # context it is evaluated on (random 75 % keeps 16 of 64 MAE patches, a center hole of 1/2 keeps 48)
+PRETRAIN_MASKS = ("mixed", "random")  # random = the family's own masks only (MAE, MAGE ``train_masks``)
 PRETRAIN_TASKS = (
     ("center", 0.25, 0.625),
     ("outpaint", 0.25, 0.5),
@@ -92,6 +93,12 @@ def draw_pretrain_task(
         return None
     name, lo, hi = PRETRAIN_TASKS[min(int(u[1] * len(PRETRAIN_TASKS)), len(PRETRAIN_TASKS) - 1)]
     return TaskConfig(name, lo + (hi - lo) * u[2])
+
+
+def check_pretrain_masks(value: str) -> None:
+    """``model.options.train_masks`` of MAE and MAGE: one of :data:`PRETRAIN_MASKS`, else one clear error."""
+    if value not in PRETRAIN_MASKS:
+        raise ValueError(f"model.options.train_masks={value!r}; choose one of {list(PRETRAIN_MASKS)}")
 
 
 def patch_mask(mask: torch.Tensor, patch: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from raysweep.config import Config, ModelConfig
-from raysweep.data.masks import draw_pretrain_task, patch_mask, random_patch_mask, task_mask
+from raysweep.data.masks import check_pretrain_masks, draw_pretrain_task, patch_mask, random_patch_mask, task_mask
 from raysweep.models.checkpoints import load_strict, read_state_dict
 from raysweep.models.family import Stage, option_names, parse_options, training_only, unlearn_only, unwrap
 
@@ -48,7 +48,6 @@ PRESETS = {
         decoder_num_heads=16,
     ),
 }
-TRAIN_MASKS = ("mixed", "random")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -79,8 +78,7 @@ class Options(ViTOverrides):
     def __post_init__(self):
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"model.options.mask_ratio={self.mask_ratio} must be in [0, 1)")
-        if self.train_masks not in TRAIN_MASKS:
-            raise ValueError(f"model.options.train_masks={self.train_masks!r}; choose one of {list(TRAIN_MASKS)}")
+        check_pretrain_masks(self.train_masks)
         if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3 or min(self.pixel_std) <= 0:
             raise ValueError("model.options.pixel_mean / pixel_std must be 3 numbers each (std > 0)")
 

@@ -36,7 +36,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from raysweep.config import Config, ModelConfig
-from raysweep.data.masks import draw_pretrain_task, task_mask
+from raysweep.data.masks import check_pretrain_masks, draw_pretrain_task, task_mask
 from raysweep.models.checkpoints import load_strict, read_state_dict
 from raysweep.models.family import (
     TRAINING_ONLY,
@@ -70,7 +70,6 @@ PRESETS = {
     ),
 }
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-TRAIN_MASKS = ("random", "mixed")
 
 
 @dataclass(frozen=True)
@@ -110,8 +109,7 @@ class Options(ViTOverrides):
             raise ValueError(
                 f"model.options mask ratios min={lo}, max={hi}, std={std} must satisfy 0 < min <= max <= 1 and std > 0"
             )
-        if self.train_masks not in TRAIN_MASKS:
-            raise ValueError(f"model.options.train_masks={self.train_masks!r}; choose one of {list(TRAIN_MASKS)}")
+        check_pretrain_masks(self.train_masks)
         if self.decode_steps < 1 or self.token_margin < 0:
             raise ValueError("model.options.decode_steps must be >= 1 and token_margin >= 0")
 
