@@ -28,8 +28,12 @@ def test_official_mae_vit_base_completes_images():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("family", sorted(TINY_OPTIONS))
-def test_every_family_pretrains_unlearns_generates_and_is_scored_on_cuda(family, tiny_cfg, tmp_path):
+@pytest.mark.parametrize(
+    "family,extra",
+    [(f, {}) for f in sorted(TINY_OPTIONS)] + [("mage", {"train_masks": "mixed"})],  # MAGE's task-mask pretraining
+    ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={w}" for k, w in v.items()) or "default",
+)
+def test_every_family_pretrains_unlearns_generates_and_is_scored_on_cuda(family, extra, tiny_cfg, tmp_path):
     """The family contract on the GPU: one pretraining step per stage, Eq. 10 steps (decoder bit-identical on the
     device), generate, and FID / IS of the completions with the in-domain extractor on CUDA."""
     if not torch.cuda.is_available():
@@ -40,7 +44,7 @@ def test_every_family_pretrains_unlearns_generates_and_is_scored_on_cuda(family,
     from raysweep.metrics.fidelity import Extractor, fid_is, to_uint8
     from raysweep.train import LocalHooks, fit
 
-    cfg = tiny_cfg.replace(**{"model.family": family, "model.options": dict(TINY_OPTIONS[family])})
+    cfg = tiny_cfg.replace(**{"model.family": family, "model.options": {**TINY_OPTIONS[family], **extra}})
     fam = get_family(family)
     orig = str(tmp_path / "o.pt")
     init = None
