@@ -375,12 +375,21 @@ def ensure_ray() -> None:
         )
 
 
-def _free_port() -> int:
+# Ray's fixed default ports (GCS, dashboard, client server, dashboard agent's HTTP server): ray.init refuses a
+# dashboard_port equal to one of them, and the OS's ephemeral range holds 52365 (it once handed it out here)
+RAY_DEFAULT_PORTS = frozenset({6379, 8265, 10001, 52365})
+
+
+def _free_port(attempts: int = 64) -> int:
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(attempts):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in RAY_DEFAULT_PORTS:
+            return port
+    raise RuntimeError(f"the OS gave only Ray's own default ports {sorted(RAY_DEFAULT_PORTS)} in {attempts} tries")
 
 
 def trainer(

@@ -142,3 +142,35 @@ def test_ray_workers_get_the_mlflow_credentials(monkeypatch):
     ensure_ray()
     assert "RAY_API_SERVER_ADDRESS" not in seen["runtime_env"]["env_vars"] and "dashboard_port" not in seen
     assert "_system_config" not in seen  # a cluster it joins keeps its own settings
+
+
+def test_the_dashboard_port_is_never_one_of_rays_default_ports(monkeypatch):
+    """The OS handed out 52365 (the dashboard agent's default HTTP port) as a free port once, and ray.init refused
+    the clash ("port number 52365 that is used by other components"): such a port is drawn again."""
+    import socket
+
+    from raysweep import train
+
+    offered = iter([52365, 8265, 40123])
+
+    class FakeSocket:
+        def __init__(self):
+            self.port = next(offered)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def bind(self, addr):
+            pass
+
+        def getsockname(self):
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(socket, "socket", FakeSocket)
+    assert train._free_port() == 40123
+    offered = iter([52365] * 3)
+    with pytest.raises(RuntimeError, match="52365"):
+        train._free_port(attempts=3)
