@@ -152,7 +152,9 @@ class UnlearnConfig:
     noise_floor: float = 1.0  # lowrank: the variance outside those directions
     noise_source: str = "forget"  # lowrank: which training images Sigma is fitted on (forget | retain)
     loss_form: str = "l2"  # l2 = the paper's L2 distance | mse = official per-sample MSE (official §1.1)
-    train_mask: str = "mixed"  # masks while unlearning: random (family's own) | task (eval task) | mixed (alternate)
+    # masks while unlearning: random (family's own) | task (eval task) | mixed (alternate) | tasks (own or an I2I
+    # task at a random size, as model.options.train_masks=mixed pretrains)
+    train_mask: str = "mixed"
     epochs: int = 5
     batch_size: int = 64  # per worker
     lr: float = 1e-4
@@ -177,7 +179,7 @@ class UnlearnConfig:
         _check_range("unlearn.noise_floor", self.noise_floor, 0.0)
         _check_choice("unlearn.noise_source", self.noise_source, ["forget", "retain"])
         _check_choice("unlearn.loss_form", self.loss_form, ["l2", "mse"])
-        _check_choice("unlearn.train_mask", self.train_mask, ["random", "task", "mixed"])
+        _check_choice("unlearn.train_mask", self.train_mask, ["random", "task", "mixed", "tasks"])
         _check_range("unlearn.alpha", self.alpha, 0.0)
         _check_range("unlearn.epochs", self.epochs, 1)
         _check_range("unlearn.batch_size", self.batch_size, 2)

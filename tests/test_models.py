@@ -140,3 +140,27 @@ def test_family_options_are_a_frozen_dataclass_checked_in_one_place(name, tiny_c
     mean = {"mae": "pixel_mean", "mage": "pixel_mean", "palette": "channel_mults"}[name]
     with pytest.raises(ValueError, match=f"model.options.{mean}=3 .*must be list"):
         parse_options(name, fam.Options, {mean: 3})
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_unlearning_on_the_pretraining_task_mixture(name, tiny_cfg):
+    """``unlearn.train_mask=tasks``: the family's own masks in some steps, I2I tasks at drawn sizes in the others (not
+    the evaluated hole every time), and Eq. 10 trains the encoder on each of them."""
+    import copy
+
+    from raysweep.config import UnlearnConfig
+    from raysweep.unlearn.losses import METHODS
+    from raysweep.unlearn.step import UnlearnStep
+
+    fam, model = build(name, tiny_cfg)
+    teacher = copy.deepcopy(model).eval()
+    step = UnlearnStep(fam, METHODS["ours"], teacher, UnlearnConfig(train_mask="tasks"), TaskConfig("center", 0.5))
+    g, x = torch.Generator().manual_seed(0), torch.rand(4, 3, 16, 16)
+    holes = [step._ctx(model, x, g) for _ in range(24)]
+    sizes = {int(c["mask"][0].sum()) for c in holes if c is not None}
+    assert any(c is None for c in holes) and len(sizes) >= 3, sizes
+    evaluated = int(task_mask(TaskConfig("center", 0.5), 1, 16)[0].sum())
+    assert sizes != {evaluated}
+    out = step(model, (x, torch.tensor([True, False, True, False])), torch.Generator().manual_seed(1))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and any(p.grad is not None for p in fam.encoder_parameters(model))

@@ -1,8 +1,10 @@
 """One unlearning step, what the loop calls with ``(model, batch, generator)``: Eq. 10 (``ours``) or one of the
 App. C.6 baselines, on a batch of ``(images, is_forget)``.
 
-``train_mask`` decides the hole of the step (the family's own training masks, the evaluation task's, or both
-alternating); the noise n of Eq. 10 is drawn in the model's normalised input space
+``train_mask`` decides the hole of the step (the family's own training masks, the evaluation task's, both
+alternating, or the pretraining mixture of :func:`~raysweep.data.masks.draw_pretrain_task`: own masks or one I2I task
+at a random size, so the encoder is constrained on every kind of context without training on the evaluated hole
+alone); the noise n of Eq. 10 is drawn in the model's normalised input space
 (:func:`~raysweep.unlearn.noise.sample_noise`); the frozen teacher (the original) sees the student's masks.
 """
 
@@ -15,7 +17,7 @@ import torch
 from torch import nn
 
 from raysweep.config import TaskConfig, UnlearnConfig
-from raysweep.data.masks import kept_patches, task_mask
+from raysweep.data.masks import draw_pretrain_task, kept_patches, task_mask
 from raysweep.unlearn.losses import Method, objective, ours, random_embedding_target, retain_truth
 from raysweep.unlearn.memo import TeacherMemo
 from raysweep.unlearn.noise import LowRankSigma, sample_noise
@@ -39,14 +41,19 @@ class UnlearnStep:
         return self.memo(lambda: self.family.encode(self.teacher, images, ctx)[0], images, ctx)
 
     def _ctx(self, m: nn.Module, images: torch.Tensor, gen: torch.Generator) -> dict | None:
-        """The step's hole: None = the family's own training masks, else the evaluation task's mask."""
+        """The step's hole: None = the family's own training masks, else a task's mask (the evaluation task, or for
+        ``tasks`` one drawn as in pretraining)."""
         self.steps += 1
         mode = self.settings.train_mask
-        if not (mode == "task" or (mode == "mixed" and self.steps % 2 == 0)):
+        if mode == "tasks":
+            task = draw_pretrain_task(gen, images.device)
+        else:
+            task = self.task if mode == "task" or (mode == "mixed" and self.steps % 2 == 0) else None
+        if task is None:
             return None
         size, patch = images.shape[-1], self.family.patch_size(m)
-        mask = task_mask(self.task, images.shape[0], size, patch, gen, images.device)
-        return {"mask": mask, "n_keep": kept_patches(self.task, size, patch)}
+        mask = task_mask(task, images.shape[0], size, patch, gen, images.device)
+        return {"mask": mask, "n_keep": kept_patches(task, size, patch)}
 
     def __call__(self, m: nn.Module, batch: Any, gen: torch.Generator) -> dict[str, torch.Tensor]:
         images, is_forget = batch
