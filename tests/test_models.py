@@ -154,13 +154,13 @@ def test_unlearning_on_the_pretraining_task_mixture(name, tiny_cfg):
 
     fam, model = build(name, tiny_cfg)
     teacher = copy.deepcopy(model).eval()
-    step = UnlearnStep(fam, METHODS["ours"], teacher, UnlearnConfig(train_mask="tasks"), TaskConfig("center", 0.5))
+    settings = UnlearnConfig(train_mask="tasks")
+    settings.validate()  # a valid choice of the config
+    step = UnlearnStep(fam, METHODS["ours"], teacher, settings, TaskConfig("center", 0.5))
     g, x = torch.Generator().manual_seed(0), torch.rand(4, 3, 16, 16)
     holes = [step._ctx(model, x, g) for _ in range(24)]
     sizes = {int(c["mask"][0].sum()) for c in holes if c is not None}
-    assert any(c is None for c in holes) and len(sizes) >= 3, sizes
-    evaluated = int(task_mask(TaskConfig("center", 0.5), 1, 16)[0].sum())
-    assert sizes != {evaluated}
+    assert any(c is None for c in holes) and len(sizes) >= 3, sizes  # not the evaluated hole every time
     out = step(model, (x, torch.tensor([True, False, True, False])), torch.Generator().manual_seed(1))
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and any(p.grad is not None for p in fam.encoder_parameters(model))
