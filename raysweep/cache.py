@@ -56,18 +56,19 @@ PRODUCERS: dict[str, Producer] = {
     # not the whole config of the run that trained them: the weights are the same bits, only that record changed)
     # v2: pretraining mixes I2I task masks into MAE's random masking; per-class image order independent of the
     # class lists; ``pretrain.seed``. (Versions kept when the task draw moved to data.masks for MAGE's
-    # ``train_masks`` option, default random = MAGE's own masks: the same random streams, the same weights.)
-    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "c20bd2e046ac4dcf"),
+    # ``train_masks`` option, default random = MAGE's own masks, and when ``train_masks: center`` joined it: the
+    # same random streams for every existing setting, the same weights.)
+    "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "e9e5cd6498add50f"),
     "original:mage": Producer(
         2,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "97b073b4a29d3874",
+        "088970b1fbf1075e",
     ),
     # (v3 kept through the stochastic samplers and the default sampler: they change only generation, never the weights;
     # and through the unlearning-only options frozen_input_blocks, unlearn_t_max, forget_context, noise_context_below,
     # forget_t_max)
     "original:palette": Producer(
-        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "f8541c8296568227"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "2a38916c6a940971"
     ),
     "extractor": Producer(
         2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "5dc0d31e52463ee3"

@@ -192,10 +192,11 @@ def test_training_masks_follow_mage():
     assert min(rates) >= 0.5 and max(rates) <= 1.0 and len(set(rates)) > 5
 
 
-def test_pretrain_masks_random_is_mages_own_and_mixed_adds_the_tasks():
+def test_pretrain_masks_random_is_mages_own_mixed_adds_the_tasks_center_the_evaluated_hole():
     """``train_masks: random`` (the default) draws exactly MAGE's own masks, the same random stream as before the
     option; ``mixed`` gives about half the steps an I2I task's token masks (nothing dropped, one block of tokens
-    for the whole batch, as the evaluation builds them) and the pretraining loss is finite on both kinds."""
+    for the whole batch, as the evaluation builds them) and the pretraining loss is finite on both kinds; ``center``
+    gives exactly the evaluated center hole's token masks in about half the steps."""
     x = torch.rand(4, 3, 32, 32)
     m = tiny(img_size=32)
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
@@ -218,6 +219,15 @@ def test_pretrain_masks_random_is_mages_own_and_mixed_adds_the_tasks():
     for seed in range(4):  # a step of each kind, at least
         loss = mage.pretrain_loss(mixed, x, torch.Generator().manual_seed(seed))
         assert torch.isfinite(loss) and loss > 0
+    center, hole = tiny(img_size=32, train_masks="center"), task_mask(TaskConfig("center", 0.5), 4, 32)
+    want = mage.task_token_masks(center, hole)["masked"]  # 6 x 6 tokens: the 4 x 4 hole and a margin of one
+    g, n = torch.Generator().manual_seed(0), 0
+    for _ in range(40):
+        ctx = mage.pretrain_masks(center, x, g)
+        if ctx.get("fill_hole", False):
+            n += 1
+            assert torch.equal(ctx["masked"], want) and int(want[0].sum()) == 36 and not ctx["drop"].any()
+    assert 8 <= n <= 32
     with pytest.raises(ValueError, match="train_masks.*choose one of"):
         tiny(train_masks="tasks")
 
@@ -231,8 +241,10 @@ def test_train_masks_decides_the_original():
     cfg = Config.from_dict({"model": {"family": "mage", "preset": "tiny"}})
     mixed = cfg.replace(**{"model.options": {"train_masks": "mixed"}})
     random = cfg.replace(**{"model.options": {"train_masks": "random"}})
+    center = cfg.replace(**{"model.options": {"train_masks": "center"}})
     assert original_key(mixed) != original_key(cfg)
     assert original_key(random) != original_key(mixed)
+    assert len({original_key(center), original_key(mixed), original_key(random)}) == 3
 
 
 def test_task_token_masks_margin():

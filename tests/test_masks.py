@@ -59,3 +59,32 @@ def test_mae_ids_with_a_known_count_equal_the_counted_ones():
     pm = patch_mask(task_mask(TaskConfig("random", 0.75), 4, 32, 4, torch.Generator().manual_seed(1)), 4)
     a, b = ids_from_patch_mask(pm), ids_from_patch_mask(pm, n_keep=16)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[0].shape == (4, 16)
+
+
+def test_pretrain_task_draws_share_one_stream_and_center_draws_the_evaluated_hole():
+    """``train_masks``: every setting draws the same three uniforms per step (so ``mixed`` keeps its random stream
+    and the originals pretrained before ``center`` existed keep their bits), own masks in the same steps; ``center``
+    then always gives the center hole of 1/2, ``mixed`` tasks of several kinds and sizes. MAE's pretraining mask
+    follows it: the exact center hole in the task steps."""
+    from raysweep.data.masks import CENTER_TASK, draw_pretrain_task
+    from raysweep.models import mae
+
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    mixed = [draw_pretrain_task(g1, masks="mixed") for _ in range(60)]
+    center = [draw_pretrain_task(g2, masks="center") for _ in range(60)]
+    assert [t is None for t in mixed] == [t is None for t in center]
+    assert 15 <= sum(t is not None for t in center) <= 45
+    assert all(t == CENTER_TASK for t in center if t is not None) and CENTER_TASK == TaskConfig("center", 0.5)
+    assert len({(t.name, t.ratio) for t in mixed if t is not None}) > 5
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+    model = mae.MaskedAutoencoderViT(**{**mae.PRESETS["tiny"], "depth": 1, "decoder_depth": 1})
+    model.train_masks = "center"
+    x, hole = torch.rand(2, 3, 32, 32), task_mask(CENTER_TASK, 2, 32, 4)
+    g, kinds = torch.Generator().manual_seed(0), []
+    for _ in range(20):
+        m = mae.pretrain_mask(model, x, g)
+        kinds.append(torch.equal(m, hole))
+        if not kinds[-1]:  # MAE's own random masking: 75 % of the 64 patches per image
+            assert (patch_mask(m, 4).sum(1) == 48).all()
+    assert 4 <= sum(kinds) <= 16

@@ -71,8 +71,11 @@ def task_mask(
 
 # ``train_masks: mixed`` (MAE, MAGE): about half the pretraining steps use one of the paper's I2I tasks at a size drawn
 # uniformly in [lo, hi] instead of the family's own random masks, so the original has trained on every kind of
-# context it is evaluated on (random 75 % keeps 16 of 64 MAE patches, a center hole of 1/2 keeps 48)
-PRETRAIN_MASKS = ("mixed", "random")  # random = the family's own masks only (MAE, MAGE ``train_masks``)
+# context it is evaluated on (random 75 % keeps 16 of 64 MAE patches, a center hole of 1/2 keeps 48).
+# ``train_masks: center``: about half the steps use the embedded default's evaluated hole itself (center, 1/2 of the
+# side), as Palette's ``mixed`` puts that box in half its rows; random = the family's own masks only
+PRETRAIN_MASKS = ("mixed", "center", "random")
+CENTER_TASK = TaskConfig("center", 0.5)
 PRETRAIN_TASKS = (
     ("center", 0.25, 0.625),
     ("outpaint", 0.25, 0.5),
@@ -84,13 +87,16 @@ PRETRAIN_TASKS = (
 
 
 def draw_pretrain_task(
-    generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    generator: torch.Generator | None = None, device: torch.device | str = "cpu", masks: str = "mixed"
 ) -> TaskConfig | None:
-    """One ``train_masks: mixed`` draw (three uniforms, always): None (probability 1/2) = the family's own masks this
-    step, else a task of :data:`PRETRAIN_TASKS` and its size, the same for the whole batch."""
+    """One ``train_masks`` draw (three uniforms, always, whatever ``masks`` is: one random stream for every
+    setting): None (probability 1/2) = the family's own masks this step, else, for ``mixed``, a task of
+    :data:`PRETRAIN_TASKS` and its size, for ``center`` :data:`CENTER_TASK`; the same for the whole batch."""
     u = torch.rand(3, generator=generator, device=device).tolist()
     if u[0] < 0.5:
         return None
+    if masks == "center":
+        return CENTER_TASK
     name, lo, hi = PRETRAIN_TASKS[min(int(u[1] * len(PRETRAIN_TASKS)), len(PRETRAIN_TASKS) - 1)]
     return TaskConfig(name, lo + (hi - lo) * u[2])
 

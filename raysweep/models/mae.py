@@ -72,7 +72,7 @@ class Options(ViTOverrides):
     pixel_mean: tuple[float, ...] = IMAGENET_MEAN  # normalisation inside the network
     pixel_std: tuple[float, ...] = IMAGENET_STD
     mask_ratio: float = 0.75  # MAE random masking while pretraining
-    train_masks: str = "mixed"  # mixed: half the pretraining steps use an I2I task mask (data.masks.PRETRAIN_TASKS)
+    train_masks: str = "mixed"  # half the steps an I2I task mask (data.masks.PRETRAIN_TASKS) | center | random
     patch_size: int | None = None
 
     def __post_init__(self):
@@ -353,11 +353,11 @@ def pretrain_stages(cfg: Config) -> list:
 def pretrain_mask(
     model: MaskedAutoencoderViT, images: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """The pixel mask of one pretraining step: MAE's random masking, or (``train_masks: mixed``, every other step
-    on average) one I2I task of ``data.masks.PRETRAIN_TASKS`` with a uniformly drawn size, the same for the whole
-    batch."""
+    """The pixel mask of one pretraining step: MAE's random masking, or (every other step on average) with
+    ``train_masks: mixed`` one I2I task of ``data.masks.PRETRAIN_TASKS`` with a uniformly drawn size, with ``center``
+    the center hole of 1/2; the same for the whole batch."""
     b, size, dev = images.shape[0], images.shape[-1], images.device
-    task = draw_pretrain_task(generator, dev)  # drawn with random masks too: one random stream for both settings
+    task = draw_pretrain_task(generator, dev, model.train_masks)  # drawn with random masks too: one random stream
     if model.train_masks == "random" or task is None:
         return random_patch_mask(b, size, model.patch_size, model.mask_ratio, generator, dev)
     return task_mask(task, b, size, model.patch_size, generator, dev)

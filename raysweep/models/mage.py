@@ -84,7 +84,8 @@ class Options(ViTOverrides):
     mask_ratio_std: float = 0.25
     # transformer pretraining masks: random = MAGE's own only (official); mixed = about half the steps one of the
     # paper's I2I tasks instead (data.masks.PRETRAIN_TASKS, token masks as the evaluation builds them), as MAE and
-    # Palette pretrain (docs/results.md, stop 39: without them the original never trains on the evaluated task)
+    # Palette pretrain (docs/results.md, stop 39: without them the original never trains on the evaluated task);
+    # center = about half the steps the center hole of 1/2 itself, as Palette's mixed puts it in half its rows
     train_masks: str = "random"
     emb_dropout: float = field(default=0.0, metadata=TRAINING_ONLY)  # off in eval()
     decode_steps: int = field(default=20, metadata=UNLEARN_ONLY)  # MaskGIT iterations
@@ -311,10 +312,11 @@ def training_masks(
 def pretrain_masks(model: MaskedGenerativeEncoderViT, images: torch.Tensor, generator: torch.Generator | None) -> dict:
     """The token masks of one transformer pretraining step: MAGE's own (:func:`training_masks`) or, with
     ``train_masks: mixed``, in about half the steps an I2I task's (:func:`task_token_masks` of a
-    ``data.masks.PRETRAIN_TASKS`` draw, nothing dropped), the same for the whole batch."""
+    ``data.masks.PRETRAIN_TASKS`` draw, nothing dropped; ``center``: the center hole of 1/2), the same for the whole
+    batch."""
     b, dev = images.shape[0], images.device
-    if model.train_masks == "mixed":
-        task = draw_pretrain_task(generator, dev)
+    if model.train_masks != "random":
+        task = draw_pretrain_task(generator, dev, model.train_masks)
         if task is not None:
             return task_token_masks(model, task_mask(task, b, images.shape[-1], model.vqgan.downsample, generator, dev))
     return training_masks(model, b, generator, dev)
