@@ -66,9 +66,10 @@ PRODUCERS: dict[str, Producer] = {
     ),
     # (v3 kept through the stochastic samplers and the default sampler: they change only generation, never the weights;
     # and through the unlearning-only options frozen_input_blocks, unlearn_t_max, forget_context, noise_context_below,
-    # forget_t_max)
+    # forget_t_max; and through train_masks' center box taken from data.masks.CENTER_TASK, the same pixels at every
+    # size: tests/test_palette.py)
     "original:palette": Producer(
-        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "2a38916c6a940971"
+        3, _PRETRAIN + ("raysweep.models.palette", "raysweep.models.unet"), "d9c34df220c96c06"
     ),
     "extractor": Producer(
         2, _LOOP + ("raysweep.jobs:extractor_job", "raysweep.metrics.extractors:InDomainClassifier"), "5dc0d31e52463ee3"

@@ -212,6 +212,21 @@ def test_bad_palette_options():
         tiny(frozen_input_blocks=9)
 
 
+def test_mixed_training_masks_put_the_evaluated_hole_in_every_other_row():
+    """train_masks: mixed puts the embedded default's evaluated hole (center, 1/2: data.masks.CENTER_TASK) in the even
+    rows and keeps the boxes of 1/4 to 3/4 of the side, drawn from the same stream as ``boxes``, in the odd rows."""
+    x = torch.rand(6, 3, 32, 32)
+    mixed, boxes = tiny(), tiny(train_masks="boxes")
+    m = palette.train_masks(mixed, x, torch.Generator().manual_seed(0))
+    b = palette.train_masks(boxes, x, torch.Generator().manual_seed(0))
+    hole = task_mask(TaskConfig("center", 0.5), 1, 32)[0]
+    assert hole[8:24, 8:24].all() and hole.sum() == 16 * 16
+    assert all(torch.equal(m[i], hole) for i in (0, 2, 4))
+    assert torch.equal(m[1::2], b[1::2]) and not any(torch.equal(b[i], hole) for i in range(6))
+    side = b.any(dim=2).sum(dim=1)  # each box's height in rows
+    assert ((side >= 8) & (side <= 24)).all()
+
+
 def test_unlearn_t_max_keeps_eq10_timesteps_below_it_and_leaves_pretraining_alone():
     """model.options.unlearn_t_max: Eq. 10's encode draws t < unlearn_t_max x T; 1.0 draws exactly the official
     stream; pretraining's noising never reads it."""

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from raysweep.config import Config, ModelConfig
+from raysweep.data.masks import CENTER_TASK, task_mask
 from raysweep.models.checkpoints import load_strict, read_state_dict
 from raysweep.models.family import (
     TRAINING_ONLY,
@@ -184,9 +185,7 @@ def train_masks(model: PaletteNetwork, images: torch.Tensor, generator: torch.Ge
     cols = (ar[None] >= xs[:, None]) & (ar[None] < (xs + ws)[:, None])
     mask = rows[:, :, None] & cols[:, None, :]
     if model.train_masks == "mixed":
-        c = torch.zeros(s, s, dtype=torch.bool, device=dev)
-        c[s // 4 : s - s // 4, s // 4 : s - s // 4] = True
-        mask[::2] = c
+        mask[::2] = task_mask(CENTER_TASK, 1, s, device=dev)[0]
     return mask
 
 
