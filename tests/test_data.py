@@ -23,6 +23,25 @@ def test_official_rule_real_retain_only():
     assert sum(s.is_forget) == 20 and len(s) - sum(s.is_forget) == 20
     lab = labels()
     assert all((int(lab[i]) in (0, 1)) == f for i, f in zip(s.indices, s.is_forget))
+    # the cut keeps every retain class (the official code's cut of the class-ordered list would drop class 4)
+    kept = [int(lab[i]) for i, f in zip(s.indices, s.is_forget) if not f]
+    assert sorted(set(kept)) == [2, 3, 4] and max(map(kept.count, {2, 3, 4})) - min(map(kept.count, {2, 3, 4})) <= 1
+
+
+@pytest.mark.parametrize("order", [[5, 6, 7, 8, 9], [9, 7, 5, 8, 6]])
+def test_a_retain_ratio_above_one_keeps_every_retain_class(order):
+    # retain_ratio 2 asks 2x the forget set; the official rule cuts real retain to |forget|: 10 of each class
+    cfg = DataConfig(
+        dataset="synthetic", forget_classes=[0, 1, 2, 3, 4], retain_classes=order, images_per_class=10, retain_ratio=2
+    )
+    s = unlearn_split(labels(), cfg, 10)
+    lab = labels()
+    kept = [i for i, f in zip(s.indices, s.is_forget) if not f]
+    assert s.n_retain == 100 and len(kept) == 50
+    assert {c: sum(int(lab[i]) == c for i in kept) for c in order} == {c: 10 for c in order}
+    assert len(set(kept)) == 50  # distinct images, the first 10 of each class's pretraining pool
+    no_cut = unlearn_split(labels(), DataConfig(**{**cfg.__dict__, "retain_ratio": 1.0}), 10)
+    assert set(kept) == {i for i, f in zip(no_cut.indices, no_cut.is_forget) if not f}
 
 
 def test_official_rule_with_proxy_oversamples_forget():

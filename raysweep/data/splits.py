@@ -10,10 +10,13 @@ forget = ``images_per_class`` per forget class; real retain = ceil(images_per_cl
 proxy retain ("support", classes in neither list) = ceil(proxy_ratio * |forget classes| * images_per_class /
 |proxy classes|) per proxy class; then, with ``oversample``, the real-retain list is tiled or truncated to
 max(|proxy|, |forget|) and the forget list tiled to max(|proxy| + |retain|, |forget classes| * images_per_class).
+One deviation: where the real-retain list is cut, raysweep cuts it evenly over the retain classes
+(:func:`_cut_balanced`); the official code cuts the class-ordered list and so drops the last classes.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from dataclasses import dataclass
@@ -88,6 +91,17 @@ def _per_class(labels: torch.Tensor, classes: list[int], n: int, cfg: DataConfig
     return out
 
 
+def _cut_balanced(items: list[int], labels: torch.Tensor, n: int) -> list[int]:
+    """``n`` of ``items`` taken round-robin over their classes, each class's images in their list order. The official
+    rule cuts the class-ordered list (``[:n]``), which drops whole classes at the end of the list whenever the real
+    retain set outnumbers the forget set (``retain_ratio`` > 1, or more retain than forget classes)."""
+    by_class: dict[int, list[int]] = {}
+    for i in items:
+        by_class.setdefault(int(labels[i]), []).append(i)
+    rounds = itertools.zip_longest(*by_class.values())
+    return [i for r in rounds for i in r if i is not None][:n]
+
+
 def _tile(items: list[int], n: int) -> list[int]:
     if not items:
         return []
@@ -128,7 +142,16 @@ def unlearn_split(labels: torch.Tensor, cfg: DataConfig, num_classes: int) -> Un
     n_f, n_r, n_p = len(forget), len(retain), len(proxy)
     if cfg.oversample:
         if retain:
-            retain = _tile(retain, max(n_p, n_f))
+            n = max(n_p, n_f)
+            if len(retain) > n:  # cut evenly over the retain classes (official: the class-ordered list)
+                retain = _cut_balanced(retain, labels, n)
+                log.warning(
+                    "data.oversample: the %d real retain images are cut to %d (max(|proxy|, |forget|)), the same "
+                    "number from every retain class; set data.oversample=false to train on all of them",
+                    n_r,
+                    n,
+                )
+            retain = _tile(retain, n)
         forget = _tile(forget, max(n_p + len(retain), len(cfg.forget_classes) * ipc))
     idx = forget + retain + proxy
     flag = [True] * len(forget) + [False] * (len(retain) + len(proxy))
