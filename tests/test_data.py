@@ -1,3 +1,4 @@
+import dataclasses
 import gzip
 import math
 
@@ -40,7 +41,7 @@ def test_a_retain_ratio_above_one_keeps_every_retain_class(order):
     assert s.n_retain == 100 and len(kept) == 50
     assert {c: sum(int(lab[i]) == c for i in kept) for c in order} == {c: 10 for c in order}
     assert len(set(kept)) == 50  # distinct images, the first 10 of each class's pretraining pool
-    no_cut = unlearn_split(labels(), DataConfig(**{**cfg.__dict__, "retain_ratio": 1.0}), 10)
+    no_cut = unlearn_split(labels(), dataclasses.replace(cfg, retain_ratio=1.0), 10)
     assert set(kept) == {i for i, f in zip(no_cut.indices, no_cut.is_forget) if not f}
 
 
