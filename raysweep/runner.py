@@ -38,6 +38,12 @@ def run_dir_for(cfg: Config) -> Path:
     return d
 
 
+# data settings that pick only training images (the unlearning sets; the original's pretraining pool, which its
+# weights' hash covers): the held-out images the original is scored on (raysweep.data.splits.eval_split) do not
+# depend on them
+UNLEARN_SET_FIELDS = ("images_per_class", "retain_ratio", "proxy_ratio", "oversample", "pretrain_images_per_class")
+
+
 def run_spec(cfg: Config, run_dir: Path, models: Models | None = None) -> RunSpec:
     """What an unlearn job needs besides the config: its folder, the original and the extractor (their paths and
     content hashes) and where the original's scores are cached."""
@@ -52,12 +58,14 @@ def run_spec(cfg: Config, run_dir: Path, models: Models | None = None) -> RunSpe
     orig_sha = sha256(original if original else cfg.model.checkpoint)
     # the original's scores depend on its weights (content), the eval data / task / sampler settings, the
     # extractor's weights, the device its sampler runs on and the code that scores (cache.PRODUCERS); options that
-    # change only how unlearning trains (e.g. Palette's frozen_input_blocks) do not
+    # change only how unlearning trains (e.g. Palette's frozen_input_blocks) or which training images are read
+    # (UNLEARN_SET_FIELDS) do not
     settings = cfg.to_dict()
+    data = {k: v for k, v in settings["data"].items() if k not in UNLEARN_SET_FIELDS}
     key = cache.key(
         "scores",
         {
-            "config": {"model": completion_settings(cfg), "data": settings["data"], "eval": settings["eval"]},
+            "config": {"model": completion_settings(cfg), "data": data, "eval": settings["eval"]},
             "original": orig_sha,
             "extractor": models.extractor_label,
             "device": "cuda" if use_gpu(cfg) else "cpu",

@@ -94,6 +94,16 @@ def test_original_scores_key_ignores_training_only_options_but_not_sampling(tmp_
     ):
         assert scores({f"model.options.{name}": value}) == base, name
     assert scores({"unlearn.alpha": 0.3}) == base
+    for key, value in (
+        ("images_per_class", 10),
+        ("retain_ratio", 2.0),
+        ("proxy_ratio", 0.5),
+        ("oversample", False),
+        ("pretrain_images_per_class", 100),
+    ):  # training images only: the held-out images (and the original's weights, hashed) decide the scores
+        assert scores({f"data.{key}": value}) == base, key
+    assert scores({"data.test_images_per_class": 100}) != base
+    assert scores({"data.forget_classes": [0, 1], "data.retain_classes": [5]}) != base
     assert scores({"model.options.sample_steps": 10}) != base
     assert scores({"eval.task.ratio": 0.25}) != base
     assert scores({}, Models(**{**models.__dict__, "extractor_label": "ext-2"})) != base

@@ -158,6 +158,32 @@ def test_unlearning_images_were_all_seen_in_pretraining(forget, retain):
     assert mine <= theirs  # the forget classes' images are the same when they are retain classes
 
 
+def test_held_out_images_do_not_depend_on_the_training_image_settings():
+    """The original's cached scores are keyed without runner.UNLEARN_SET_FIELDS: sound only while the held-out
+    images ignore them."""
+    from raysweep.runner import UNLEARN_SET_FIELDS
+
+    base = DataConfig(
+        dataset="synthetic",
+        forget_classes=[0, 1],
+        retain_classes=[2, 3],
+        test_images_per_class=7,
+        val_images_per_class=5,
+    )
+    changed = {
+        "images_per_class": 3,
+        "retain_ratio": 2.5,
+        "proxy_ratio": 1.0,
+        "oversample": False,
+        "pretrain_images_per_class": 4,
+    }
+    assert set(changed) == set(UNLEARN_SET_FIELDS)
+    for part in ("test", "val"):
+        want = eval_split(labels(), base, part)
+        for key, value in changed.items():
+            assert eval_split(labels(), dataclasses.replace(base, **{key: value}), part) == want, key
+
+
 def test_class_out_of_range_names_valid_range():
     cfg = DataConfig(dataset="synthetic", num_classes=4, forget_classes=[0], retain_classes=[7])
     with pytest.raises(ValueError, match=r"out of range.*valid ids are 0\.\.3"):
