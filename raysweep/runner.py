@@ -48,6 +48,7 @@ def run_spec(cfg: Config, run_dir: Path, models: Models | None = None) -> RunSpe
     """What an unlearn job needs besides the config: its folder, the original and the extractor (their paths and
     content hashes) and where the original's scores are cached."""
     from raysweep import cache
+    from raysweep.data.datasets import dataset_fingerprint
     from raysweep.metrics.clip import clip_label
     from raysweep.models import completion_settings
     from raysweep.models.checkpoints import sha256
@@ -56,12 +57,13 @@ def run_spec(cfg: Config, run_dir: Path, models: Models | None = None) -> RunSpe
     models = models or ensure_models(cfg)
     original = models.original
     orig_sha = sha256(original if original else cfg.model.checkpoint)
-    # the original's scores depend on its weights (content), the eval data / task / sampler settings, the
-    # extractor's weights, the device its sampler runs on and the code that scores (cache.PRODUCERS); options that
-    # change only how unlearning trains (e.g. Palette's frozen_input_blocks) or which training images are read
-    # (UNLEARN_SET_FIELDS) do not
+    # the original's scores depend on its weights (content), the eval data (settings and files), task and sampler
+    # settings, the extractor's weights, the device its sampler runs on and the code that scores (cache.PRODUCERS);
+    # options that change only how unlearning trains (e.g. Palette's frozen_input_blocks) or which training images
+    # are read (UNLEARN_SET_FIELDS) do not
     settings = cfg.to_dict()
     data = {k: v for k, v in settings["data"].items() if k not in UNLEARN_SET_FIELDS}
+    data["content"] = dataset_fingerprint(cfg.data)  # the held-out files themselves (an edited image folder)
     key = cache.key(
         "scores",
         {

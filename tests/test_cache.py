@@ -69,7 +69,7 @@ def test_original_key_covers_seed_workers_and_dataset_content(tiny_cfg, monkeypa
     assert original_key(tiny_cfg) != base and extractor_key(tiny_cfg) != ext
 
 
-def test_original_scores_key_ignores_training_only_options_but_not_sampling(tmp_path):
+def test_original_scores_key_ignores_training_only_options_but_not_sampling(tmp_path, monkeypatch):
     """The original's cached scores: an option that changes only how unlearning trains (Palette's
     frozen_input_blocks, unlearn_t_max, forget_context) reuses them; the sampler, the eval task, the original's
     content and the extractor do not."""
@@ -108,4 +108,10 @@ def test_original_scores_key_ignores_training_only_options_but_not_sampling(tmp_
     assert scores({"eval.task.ratio": 0.25}) != base
     assert scores({}, Models(**{**models.__dict__, "extractor_label": "ext-2"})) != base
     weights.write_bytes(b"other weights")
+    assert scores({}) != base
+    weights.write_bytes(b"weights")
+    assert scores({}) == base
+    import raysweep.data.datasets as ds
+
+    monkeypatch.setattr(ds, "dataset_fingerprint", lambda cfg: "other-content")  # edited held-out files
     assert scores({}) != base
