@@ -1,6 +1,7 @@
 """The paper's Table 1 on one family: the original, the four App. C.6 baselines (max_loss, noisy_label,
 retain_label, random_encoder) and ours, each unlearned from the same original through the same Ray Train path,
-over seeds, under one MLflow parent run; writes table.md / table.csv, samples.png and frontier.png.
+over seeds, under one MLflow parent run; writes table.md / table.csv (and table-seeds.csv, each run's own
+figures), samples.png and frontier.png.
 
     python experiments/compare_baselines.py [--config PATH ...] [--seeds 3] [--methods ...] [--smoke-test]
         [key=value ...]

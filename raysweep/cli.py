@@ -205,7 +205,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = _config(args)
     res = run_comparison(cfg, args.methods, args.seeds)
     print(res.files[0].read_text())
-    print(f"comparison folder: {res.folder} (table.md, table.csv, samples.png, frontier.png)")
+    print(f"comparison folder: {res.folder} (table.md, table.csv, table-seeds.csv, samples.png, frontier.png)")
     return 0
 
 

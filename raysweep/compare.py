@@ -4,9 +4,11 @@ the same images, over several seeds.
 
 One MLflow parent run (tag ``raysweep.compare``) holds one child run per method x seed; the comparison folder
 ``<results>/compare/<name>-<digest>/`` gets ``table.md`` / ``table.csv`` (mean and 95 % confidence half-width per
-column, Student's t over the seeds), ``samples.png`` (ground truth, masked input, the original's completions,
-then one row per method: its completions of the same retain and forget images) and ``frontier.png`` (every
-method's mean retain vs forget FID with its intervals, and the original). Finished runs are reused, so an
+column, Student's t over the seeds; below the verdict, each method's paired-by-seed differences from ours),
+``table-seeds.csv`` (every run's own figures, to pool seeds of separate comparisons), ``samples.png`` (ground
+truth, masked input, the original's completions, then one row per method: its completions of the same retain and
+forget images) and ``frontier.png`` (every method's mean retain vs forget FID with its intervals, and the
+original). Finished runs are reused, so an
 interrupted comparison continues where it stopped.
 """
 
@@ -114,6 +116,7 @@ def run_comparison(cfg: Config, methods: list[str] | None = None, seeds: int = 3
     res.files = [
         write_table(res, folder / "table.md", folder / "table.csv"),
         folder / "table.csv",
+        seeds_csv(folder / "table.csv"),
         samples_figure(res, folder / GRID_FILE),
         frontier_figure(res, folder / "frontier.png", f"{cfg.name}: {seeds} seed(s)"),
     ]
@@ -147,18 +150,28 @@ def dominated_by(res: Comparison) -> dict[str, list[str]]:
     return {m: [o for o in rows if o != m and dominates(rows[o], rows[m])] for m in rows}
 
 
+def paired_differences(a: list[dict], b: list[dict]) -> tuple[int, tuple[float, float], tuple[float, float]] | None:
+    """Over the seeds both methods ran, the per-seed differences a − b of retain and forget FID: (shared seeds,
+    (retain mean, 95 % half-width), (forget mean, half-width)); None below two shared seeds (no interval)."""
+    by_seed = {r["seed"]: r for r in b}
+    pairs = [(r, by_seed[r["seed"]]) for r in a if r["seed"] in by_seed]
+    if len(pairs) < 2:
+        return None
+    dr = mean_ci([float(x["retain/fid"]) - float(y["retain/fid"]) for x, y in pairs])
+    df = mean_ci([float(x["forget/fid"]) - float(y["forget/fid"]) for x, y in pairs])
+    return len(pairs), dr, df
+
+
 def paired_dominates(a: list[dict], b: list[dict]) -> bool:
     """Method ``a`` dominates ``b`` paired by seed: over the seeds both ran, the 95 % interval (Student's t) of the
     per-seed differences a − b lies wholly below 0 for retain FID and wholly above 0 for forget FID. Runs of one
     seed share its data order and random stream, the original and the scored images, so the differences carry
     less noise than two independent intervals (:func:`dominates`), and a consistent gap shows at fewer seeds. Needs
     at least two shared seeds."""
-    by_seed = {r["seed"]: r for r in b}
-    pairs = [(r, by_seed[r["seed"]]) for r in a if r["seed"] in by_seed]
-    if len(pairs) < 2:
+    diff = paired_differences(a, b)
+    if diff is None:
         return False
-    dr, drh = mean_ci([float(x["retain/fid"]) - float(y["retain/fid"]) for x, y in pairs])
-    df, dfh = mean_ci([float(x["forget/fid"]) - float(y["forget/fid"]) for x, y in pairs])
+    _, (dr, drh), (df, dfh) = diff
     return dr + drh < 0 and df - dfh > 0
 
 
@@ -217,6 +230,7 @@ def write_table(res: Comparison, md: Path, csv_path: Path) -> Path:
         paired = [m for m in res.runs if m != "ours" and paired_dominates(res.runs[m], res.runs["ours"])]
         verdict = _verdict(dict(rows[1:]), beaten["ours"], seeds, paired)
         lines += ["", f"On the front by the intervals: {', '.join(front)}. {verdict}"]
+        lines += _paired_lines(res)
     md.write_text("\n".join(lines) + "\n")
     with open(csv_path, "w", newline="") as f:
         w = csv.writer(f)
@@ -225,7 +239,50 @@ def write_table(res: Comparison, md: Path, csv_path: Path) -> Path:
             n = len(res.runs.get(method, [None]))
             stats = [x for k, _ in cols for x in vals.get(k, (float("nan"), float("nan")))]
             w.writerow([method, n] + stats + [" ".join(beaten.get(method, []))])
+    write_seeds_csv(res, seeds_csv(csv_path))
     return md
+
+
+def _paired_lines(res: Comparison) -> list[str]:
+    """The paired-by-seed differences behind the verdict, one row per method that shares two or more seeds with
+    ours (what :func:`paired_dominates` tests), so a reader can check the verdict without the per-seed runs."""
+    rows = []
+    for m in res.runs:
+        diff = None if m == "ours" else paired_differences(res.runs[m], res.runs["ours"])
+        if diff is not None:
+            n, (dr, drh), (df, dfh) = diff
+            rows.append(f"| {m} | {n} | {fmt_ci(dr, drh, n)} | {fmt_ci(df, dfh, n)} |")
+    if not rows:
+        return []
+    head = [
+        "",
+        "Paired by seed, method − ours (mean ± 95 % CI of the per-seed differences; dominated paired by seed "
+        "when retain is wholly below 0 and forget wholly above 0):",
+        "",
+        "| method | shared seeds | retain FID − ours | forget FID − ours |",
+        "|---|---|---|---|",
+    ]
+    return head + rows
+
+
+SEED_COLUMNS = ("retain/fid", "forget/fid", "retain/fid_ratio", "forget/fid_ratio")
+
+
+def seeds_csv(csv_path: Path) -> Path:
+    """Where the per-seed values sit beside the table's CSV (``table.csv`` -> ``table-seeds.csv``)."""
+    return csv_path.with_name(f"{csv_path.stem}-seeds.csv")
+
+
+def write_seeds_csv(res: Comparison, path: Path) -> Path:
+    """Every run's own figures, one row per method and seed: what the intervals were computed from, so runs of
+    separate comparisons on the same original (other seeds) can be pooled and re-checked."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "seed", *SEED_COLUMNS, "run_dir"])
+        for method, runs in res.runs.items():
+            for r in sorted(runs, key=lambda r: r["seed"]):
+                w.writerow([method, r["seed"], *(r.get(k, "") for k in SEED_COLUMNS), r.get("run_dir", "")])
+    return path
 
 
 def grid_strips(grid, columns: int = GRID_COLUMNS, pad: int = GRID_PAD) -> list:

@@ -131,6 +131,16 @@ def test_a_gap_consistent_over_seeds_is_dominance_when_paired_by_seed(tmp_path):
     assert not paired_dominates(res.runs["ours"], res.runs["noisy_label"])
     table = write_table(res, tmp_path / "t.md", tmp_path / "t.csv").read_text()
     assert "Ours is dominated by noisy_label paired by seed" in table and "Undecided" not in table
+    # the differences behind the verdict are printed, and every run's own figures are written beside the table
+    assert "| noisy_label | 3 | -3.437 ± " in table and "| 1.49 ± 1.5 |" in table
+    assert "| retain_label | 3 | -3.767 ± " in table and "| 0.85 ± 1.2 |" in table
+    per_seed = list(csv.DictReader(open(tmp_path / "t-seeds.csv")))
+    assert [(r["method"], r["seed"]) for r in per_seed][:3] == [
+        ("noisy_label", "0"),
+        ("noisy_label", "1"),
+        ("noisy_label", "2"),
+    ]
+    assert len(per_seed) == 9 and float(per_seed[-1]["forget/fid"]) == 13.89  # ours, seed 2
     res.runs["ours"] = res.runs["ours"][::-1]  # the same runs listed in another order
     assert paired_dominates(res.runs["noisy_label"], res.runs["ours"])
     # seeds the two methods do not share are left out; one shared seed is no interval
