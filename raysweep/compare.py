@@ -274,14 +274,15 @@ def seeds_csv(csv_path: Path) -> Path:
 
 
 def write_seeds_csv(res: Comparison, path: Path) -> Path:
-    """Every run's own figures, one row per method and seed: what the intervals were computed from, so runs of
-    separate comparisons on the same original (other seeds) can be pooled and re-checked."""
+    """Every run's own figures, one row per method and seed, with the original's hash: what the intervals were
+    computed from, so separate comparisons (other seeds, other originals) can be pooled and re-checked."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "seed", *SEED_COLUMNS, "run_dir"])
+        w.writerow(["method", "seed", *SEED_COLUMNS, "original_sha256", "run_dir"])
         for method, runs in res.runs.items():
             for r in sorted(runs, key=lambda r: r["seed"]):
-                w.writerow([method, r["seed"], *(r.get(k, "") for k in SEED_COLUMNS), r.get("run_dir", "")])
+                extra = [r.get("original_sha256", ""), r.get("run_dir", "")]
+                w.writerow([method, r["seed"], *(r.get(k, "") for k in SEED_COLUMNS), *extra])
     return path
 
 

@@ -141,6 +141,7 @@ def test_a_gap_consistent_over_seeds_is_dominance_when_paired_by_seed(tmp_path):
         ("noisy_label", "2"),
     ]
     assert len(per_seed) == 9 and float(per_seed[-1]["forget/fid"]) == 13.89  # ours, seed 2
+    assert "original_sha256" in per_seed[0]
     res.runs["ours"] = res.runs["ours"][::-1]  # the same runs listed in another order
     assert paired_dominates(res.runs["noisy_label"], res.runs["ours"])
     # seeds the two methods do not share are left out; one shared seed is no interval
