@@ -46,7 +46,8 @@ def test_comparison_runs_every_method_and_seed_with_one_parent_run(tmp_path):
     tags = kids[0].data.tags  # what produced the numbers: seed, versions, source commit
     assert tags["raysweep.seed"] in ("0", "1") and torch.__version__.startswith(tags["raysweep.version.torch"])
     assert "raysweep.git_commit" in tags
-    assert {"table.md", "samples.png", "frontier.png"} <= {
+    assert "| max_loss | 2 | " in table  # the paired-by-seed differences from ours, over the two shared seeds
+    assert {"table.md", "table-seeds.csv", "samples.png", "frontier.png"} <= {
         a.path for a in client.list_artifacts(parents[0].info.run_id)
     }
     # a rerun reuses the finished runs: no new run folders, no new child runs
