@@ -8,8 +8,7 @@ column, Student's t over the seeds; below the verdict, each method's paired-by-s
 ``table-seeds.csv`` (every run's own figures, to pool seeds of separate comparisons), ``samples.png`` (ground
 truth, masked input, the original's completions, then one row per method: its completions of the same retain and
 forget images) and ``frontier.png`` (every method's mean retain vs forget FID with its intervals, and the
-original). Finished runs are reused, so an
-interrupted comparison continues where it stopped.
+original). Finished runs are reused, so an interrupted comparison continues where it stopped.
 """
 
 from __future__ import annotations
@@ -199,7 +198,8 @@ def _verdict(rows: dict[str, dict], beaten_by: list[str], seeds: int, paired: li
 
 
 def write_table(res: Comparison, md: Path, csv_path: Path) -> Path:
-    """Markdown (mean ± 95 % CI half-width) and CSV (mean and half-width columns) of every method."""
+    """Markdown (mean ± 95 % CI half-width) and CSV (mean and half-width columns) of every method, and beside the CSV
+    every run's own figures (:func:`write_seeds_csv`)."""
     rows = _rows(res)
     seeds = max(len(r) for r in res.runs.values())
     cols = [(k, label) for k, label in COLUMNS if any(k in v for _, v in rows)]
