@@ -8,11 +8,12 @@ plot of the FID ratios against the key, logged on the parent run.
 
 import argparse
 import logging
+import sys
 
 import yaml
 
 from raysweep.ablation import run_ablation
-from raysweep.cli import parse_args
+from raysweep.cli import parse_args, run_script
 from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, load_config
 
 
@@ -35,5 +36,10 @@ def main(default_axis: list[str] | None = None, doc: str = __doc__) -> None:
     print(f"ablation folder: {ab.folder} (ablation.md, ablation.csv, ablation.png)")
 
 
+def run(default_axis: list[str] | None, doc: str, prog: str) -> None:
+    """The script's entry point: :func:`main` with the ``raysweep`` command's handling of bad input."""
+    sys.exit(run_script(lambda: main(default_axis, doc), prog))
+
+
 if __name__ == "__main__":
-    main()
+    run(None, __doc__, "ablate")

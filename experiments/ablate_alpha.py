@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablate import main  # noqa: E402
+from ablate import run  # noqa: E402
 
 if __name__ == "__main__":
-    main(["unlearn.alpha", "0.05", "0.1", "0.25", "0.5", "1.0", "2.0"], __doc__)
+    run(["unlearn.alpha", "0.05", "0.1", "0.25", "0.5", "1.0", "2.0"], __doc__, "ablate_alpha")

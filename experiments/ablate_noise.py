@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablate import main  # noqa: E402
+from ablate import run  # noqa: E402
 
 if __name__ == "__main__":
-    main(["unlearn.noise", "gaussian", "uniform", "batch_stats", "lowrank"], __doc__)
+    run(["unlearn.noise", "gaussian", "uniform", "batch_stats", "lowrank"], __doc__, "ablate_noise")

@@ -15,15 +15,15 @@ and writes into tasks-smoke/ so that it never mixes with a full run's files.
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from raysweep.ablation import plot_tasks, write_task_table
-from raysweep.cli import parse_args
-from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, ConfigError, load_config
+from raysweep.cli import parse_args, run_script
+from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, load_config
 from raysweep.evaluate import evaluate_checkpoint
 from raysweep.models.checkpoints import CheckpointError
 from raysweep.pretrain import ensure_models
-from raysweep.quality import OriginalQualityError
 from raysweep.tracking import check_reachable, log_study, tracking_uri
 
 TASKS = [
@@ -37,49 +37,51 @@ TASKS = [
     ("random", 0.75),
 ]
 
-p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-p.add_argument("--config", default=DEFAULT_CONFIG, help="the config the checkpoint was unlearned with")
-p.add_argument("--checkpoint", required=True, help="an unlearned.pt (or any saved model of the config's family)")
-p.add_argument("--ratios", nargs="*", type=float, default=[0.125, 0.25, 0.375, 0.5, 0.625], help="center crops")
-p.add_argument("--smoke-test", action="store_true", help="tiny evaluation sets")
-p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
-args = parse_args(p)
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-cfg = load_config(args.config, args.overrides)
-if args.smoke_test:
-    cfg = cfg.replace(**SMOKE_TEST, smoke_test=True)
-ckpt = Path(args.checkpoint)
-if not ckpt.is_file():
-    raise SystemExit(f"ablate_tasks: {CheckpointError.__name__}: --checkpoint {str(ckpt)!r} is not a file")
-uri = tracking_uri(cfg)
-try:
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="the config the checkpoint was unlearned with")
+    p.add_argument("--checkpoint", required=True, help="an unlearned.pt (or any saved model of the config's family)")
+    p.add_argument("--ratios", nargs="*", type=float, default=[0.125, 0.25, 0.375, 0.5, 0.625], help="center crops")
+    p.add_argument("--smoke-test", action="store_true", help="tiny evaluation sets")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    args = parse_args(p)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    cfg = load_config(args.config, args.overrides)
+    if args.smoke_test:
+        cfg = cfg.replace(**SMOKE_TEST, smoke_test=True)
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_file():
+        raise CheckpointError(
+            f"--checkpoint {str(ckpt)!r} is not a file; give a saved model (e.g. a run's unlearned.pt)"
+        )
+    uri = tracking_uri(cfg)
     check_reachable(uri)  # before any scoring is spent
-except ConfigError as e:
-    raise SystemExit(f"ablate_tasks: {e}") from None
-tasks = list(dict.fromkeys(TASKS + [("center", r) for r in args.ratios]))
-# The quality gate stops on the task the model was unlearned for (checked here, before any scoring); on the other
-# tasks the original's own quality is part of what the table shows, so their gate reports are logged, not enforced.
-try:
+    tasks = list(dict.fromkeys(TASKS + [("center", r) for r in args.ratios]))
+    # The quality gate stops on the task the model was unlearned for (checked here, before any scoring); on the other
+    # tasks the original's own quality is part of what the table shows, so their gate reports are logged, not enforced.
     ensure_models(cfg)
-except (ConfigError, OriginalQualityError) as e:
-    raise SystemExit(f"ablate_tasks: {type(e).__name__}: {e}") from None
-out = ckpt.resolve().parent / ("tasks-smoke" if args.smoke_test else "tasks")
-rows = []
-for i, (name, ratio) in enumerate(tasks, 1):
-    logging.info("[%d/%d] task %s %.3g", i, len(tasks), name, ratio)
-    c = cfg.replace(**{"eval.task": {"name": name, "ratio": ratio}, "pretrain.quality_gate": False})
-    m = evaluate_checkpoint(c, ckpt, out / f"{name}-{ratio:g}")
-    rows.append((name, ratio, m))
-caption = f"{cfg.eval.part} images; checkpoint {ckpt}"
-md = write_task_table(rows, out / "tasks.md", out / "tasks.csv", caption)
-fig = plot_tasks(rows, out / "tasks.png", f"{cfg.name}: one model on every task ({cfg.eval.part} images)")
-sha = rows[0][2].get("unlearned_sha256", "")[:12]
-parent = log_study(
-    uri,
-    cfg.tracking.experiment,
-    f"{cfg.name}-tasks-{cfg.digest('data', 'eval')}-{sha}",  # one study per model and evaluation set
-    [(f"{n}-{r:g}", {"eval.task.name": n, "eval.task.ratio": r, "checkpoint": str(ckpt)}, m) for n, r, m in rows],
-    [md, out / "tasks.csv", fig],
-)
-print(md.read_text())
-print(f"written to {out} (tasks.md, tasks.csv, tasks.png, one folder per task); MLflow run {parent} in {uri}")
+    out = ckpt.resolve().parent / ("tasks-smoke" if args.smoke_test else "tasks")
+    rows = []
+    for i, (name, ratio) in enumerate(tasks, 1):
+        logging.info("[%d/%d] task %s %.3g", i, len(tasks), name, ratio)
+        c = cfg.replace(**{"eval.task": {"name": name, "ratio": ratio}, "pretrain.quality_gate": False})
+        m = evaluate_checkpoint(c, ckpt, out / f"{name}-{ratio:g}")
+        rows.append((name, ratio, m))
+    caption = f"{cfg.eval.part} images; checkpoint {ckpt}"
+    md = write_task_table(rows, out / "tasks.md", out / "tasks.csv", caption)
+    fig = plot_tasks(rows, out / "tasks.png", f"{cfg.name}: one model on every task ({cfg.eval.part} images)")
+    sha = rows[0][2].get("unlearned_sha256", "")[:12]
+    parent = log_study(
+        uri,
+        cfg.tracking.experiment,
+        f"{cfg.name}-tasks-{cfg.digest('data', 'eval')}-{sha}",  # one study per model and evaluation set
+        [(f"{n}-{r:g}", {"eval.task.name": n, "eval.task.ratio": r, "checkpoint": str(ckpt)}, m) for n, r, m in rows],
+        [md, out / "tasks.csv", fig],
+    )
+    print(md.read_text())
+    print(f"written to {out} (tasks.md, tasks.csv, tasks.png, one folder per task); MLflow run {parent} in {uri}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_script(main, "ablate_tasks"))

@@ -12,23 +12,30 @@ figures), samples.png and frontier.png.
 
 import argparse
 import logging
+import sys
 
-from raysweep.cli import parse_args
+from raysweep.cli import parse_args, run_script
 from raysweep.compare import METHOD_ORDER, run_comparison
 from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, load_config
 
-p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-p.add_argument("--config", action="append", help=f"YAML config or packaged config name (default: {DEFAULT_CONFIG})")
-p.add_argument("--methods", nargs="+", default=list(METHOD_ORDER))
-p.add_argument("--seeds", type=int, default=3)
-p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. unlearn.alpha=0.5")
-p.add_argument("--smoke-test", action="store_true", help="tiny sizes, one seed: checks the comparison in minutes")
-args = parse_args(p)
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-for path in args.config or [DEFAULT_CONFIG]:
-    cfg = load_config(path, args.overrides)
-    if args.smoke_test:
-        cfg = cfg.replace(**SMOKE_TEST, smoke_test=True)
-    res = run_comparison(cfg, args.methods, 1 if args.smoke_test else args.seeds)
-    print(res.files[0].read_text())
-    print(f"comparison folder: {res.folder}")
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", action="append", help=f"YAML config or packaged config name (default: {DEFAULT_CONFIG})")
+    p.add_argument("--methods", nargs="+", default=list(METHOD_ORDER))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. unlearn.alpha=0.5")
+    p.add_argument("--smoke-test", action="store_true", help="tiny sizes, one seed: checks the comparison in minutes")
+    args = parse_args(p)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    cfgs = [load_config(path, args.overrides) for path in args.config or [DEFAULT_CONFIG]]  # all checked first
+    for cfg in cfgs:
+        if args.smoke_test:
+            cfg = cfg.replace(**SMOKE_TEST, smoke_test=True)
+        res = run_comparison(cfg, args.methods, 1 if args.smoke_test else args.seeds)
+        print(res.files[0].read_text())
+        print(f"comparison folder: {res.folder}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_script(main, "compare_baselines"))

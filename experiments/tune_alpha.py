@@ -13,42 +13,14 @@ import argparse
 import logging
 import sys
 
-from raysweep.cli import parse_args
+from raysweep.cli import parse_args, run_script
 from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, load_config
 from raysweep.supervise import run_supervised, supervised
 from raysweep.tune import run_sweep
 
-p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-p.add_argument(
-    "--config",
-    action="append",
-    help="YAML config or packaged config name, once per model family "
-    f"(default: {DEFAULT_CONFIG}, the embedded default)",
-)
-p.add_argument("--families", help="comma-separated families of the packaged configs, e.g. mae,mage,palette")
-p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. sweep.num_samples=16")
-p.add_argument("--smoke-test", action="store_true", help="2 tiny trials: checks the whole sweep in minutes")
-p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same config")
-p.add_argument(
-    "--ray-restarts",
-    type=int,
-    default=1,
-    help="if Ray's local cluster dies under the sweep, start it again with --resume this many times (default 1)",
-)
-args = parse_args(p)
-if args.ray_restarts > 0 and not supervised():  # the sweep runs in a child that is restarted if Ray dies under it
-    sys.exit(run_supervised([sys.executable, __file__, *sys.argv[1:]], args.ray_restarts, "--resume"))
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-configs = list(args.config or [])
-if args.families:
-    configs += [f"{f.strip()}_fmnist" for f in args.families.split(",") if f.strip()]
-results = []
-for path in configs or [DEFAULT_CONFIG]:  # one study per family
-    cfg = load_config(path, args.overrides)
-    if args.smoke_test:
-        cfg = cfg.replace(**SMOKE_TEST, smoke_test=True)
-    res = run_sweep(cfg, resume=args.resume)
-    results.append(res)
+
+def report(res, cfg) -> None:
+    """One study's front (and its re-scoring on the test images), errors and the time breakdown."""
     o = res.points[0].extra if res.points else {}
     print(
         f"\n{res.name}: {len(res.points)} trials, {len(res.front)} on the front (scored on the {cfg.sweep.tune_on} "
@@ -78,10 +50,49 @@ for path in configs or [DEFAULT_CONFIG]:  # one study per family
     )
     print(f"frontier plot: {res.files[1]}\nfrontier CSV:  {res.files[0]}")
     print(f"MLflow UI:     mlflow ui --backend-store-uri {res.tracking_uri} --host 127.0.0.1   (or: raysweep ui)")
-if len(results) > 1:  # the studies side by side: one figure, one umbrella run
-    from raysweep.frontier import plot_fronts
-    from raysweep.tracking import umbrella_run
 
-    fig = plot_fronts({r.name: r.points for r in results}, results[0].storage.parent / "fronts.png")
-    run = umbrella_run(results[0].tracking_uri, cfg.tracking.experiment, [r.parent_run for r in results], [fig])
-    print(f"all fronts: {fig} (MLflow run {run}, parent of the {len(results)} studies)")
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--config",
+        action="append",
+        help="YAML config or packaged config name, once per model family "
+        f"(default: {DEFAULT_CONFIG}, the embedded default)",
+    )
+    p.add_argument("--families", help="comma-separated families of the packaged configs, e.g. mae,mage,palette")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. sweep.num_samples=16")
+    p.add_argument("--smoke-test", action="store_true", help="2 tiny trials: checks the whole sweep in minutes")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same config")
+    p.add_argument(
+        "--ray-restarts",
+        type=int,
+        default=1,
+        help="if Ray's local cluster dies under the sweep, start it again with --resume this many times (default 1)",
+    )
+    args = parse_args(p)
+    configs = list(args.config or [])
+    if args.families:
+        configs += [f"{f.strip()}_fmnist" for f in args.families.split(",") if f.strip()]
+    cfgs = [load_config(path, args.overrides) for path in configs or [DEFAULT_CONFIG]]  # all checked before any study
+    if args.ray_restarts > 0 and not supervised():  # the sweep runs in a child that is restarted if Ray dies under it
+        return run_supervised([sys.executable, __file__, *sys.argv[1:]], args.ray_restarts, "--resume")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.smoke_test:
+        cfgs = [cfg.replace(**SMOKE_TEST, smoke_test=True) for cfg in cfgs]
+    results = []
+    for cfg in cfgs:  # one study per family
+        results.append(run_sweep(cfg, resume=args.resume))
+        report(results[-1], cfg)
+    if len(results) > 1:  # the studies side by side: one figure, one umbrella run
+        from raysweep.frontier import plot_fronts
+        from raysweep.tracking import umbrella_run
+
+        fig = plot_fronts({r.name: r.points for r in results}, results[0].storage.parent / "fronts.png")
+        run = umbrella_run(results[0].tracking_uri, cfg.tracking.experiment, [r.parent_run for r in results], [fig])
+        print(f"all fronts: {fig} (MLflow run {run}, parent of the {len(results)} studies)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_script(main, "tune_alpha"))

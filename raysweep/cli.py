@@ -309,23 +309,42 @@ def main(argv: list[str] | None = None, supervise: bool = False) -> int:
                 # the supervisor would take for an ordinary failure and not restart
                 os._exit(sv.RAY_DIED)
         return args.fn(args)
-    except ConfigError as e:
-        print(f"raysweep: config error: {e}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        # bad input found by the preflight checks (dataset, classes, splits, checkpoints): message, no traceback
-        from raysweep.data.datasets import DatasetNotFoundError
-        from raysweep.data.splits import EmptySplitError
-        from raysweep.models.checkpoints import CheckpointError
-        from raysweep.quality import OriginalQualityError
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:
+        code = report_bad_input(e)
+        if code is None:
+            raise
+        return code
 
-        if (
-            isinstance(e, (DatasetNotFoundError, EmptySplitError, CheckpointError, OriginalQualityError))
-            or type(e) is ValueError
-        ):
-            print(f"raysweep: {type(e).__name__}: {e}", file=sys.stderr)
-            return 2
-        raise
+
+def report_bad_input(e: BaseException, prog: str = "raysweep") -> int | None:
+    """Bad input found by the config and preflight checks (config keys and values, dataset, classes, splits,
+    checkpoints, the quality gate): one line on stderr naming it, and exit status 2. ``None`` for anything else,
+    which is a fault, not bad input: let its traceback show."""
+    from raysweep.data.datasets import DatasetNotFoundError
+    from raysweep.data.splits import EmptySplitError
+    from raysweep.models.checkpoints import CheckpointError
+    from raysweep.quality import OriginalQualityError
+
+    if isinstance(e, ConfigError):
+        print(f"{prog}: config error: {e}", file=sys.stderr)
+        return 2
+    named = (DatasetNotFoundError, EmptySplitError, CheckpointError, OriginalQualityError)
+    if isinstance(e, named) or type(e) is ValueError:  # a bare ValueError: the checks' class and split messages
+        print(f"{prog}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    return None
+
+
+def run_script(body, prog: str) -> int:
+    """An ``experiments/`` script's body, run with the ``raysweep`` command's handling of bad input
+    (:func:`report_bad_input`): ``sys.exit(run_script(main, "tune_alpha"))``."""
+    try:
+        return body() or 0
+    except Exception as e:
+        code = report_bad_input(e, prog)
+        if code is None:
+            raise
+        return code
 
 
 if __name__ == "__main__":

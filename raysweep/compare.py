@@ -83,6 +83,11 @@ def run_comparison(cfg: Config, methods: list[str] | None = None, seeds: int = 3
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ConfigError(f"unknown method(s) {bad}; valid: {sorted(METHODS)}")
+    twice = sorted({m for m in methods if methods.count(m) > 1})
+    if twice:
+        raise ConfigError(
+            f"--methods lists {twice} more than once; name each method once (--seeds sets the runs per method)"
+        )
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: give at least 1")
     preflight(cfg)  # bad input fails before any compute

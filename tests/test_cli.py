@@ -1,10 +1,17 @@
 """Bad input through the command line: a clear message, exit code 2, nothing written. Runs no Ray job."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import pytest
 import yaml
 
 from raysweep.cli import build_parser, format_table, main, parse_args
 from tests.conftest import tiny_dict
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_cfg(tmp_path, **sections):
@@ -129,3 +136,38 @@ def test_overrides_after_a_list_flag_stay_overrides():
     assert args.overrides == ["unlearn.alpha=0.5", "eval.part=val"]
     args = parse_args(build_parser(), ["unlearn", "data.forget_classes=[1,2]", "--config", "mage_fmnist"])
     assert args.config == "mage_fmnist" and args.overrides == ["data.forget_classes=[1,2]"]
+
+
+@pytest.mark.parametrize(
+    "script, extra",
+    [
+        ("tune_alpha.py", []),
+        ("compare_baselines.py", []),
+        ("ablate.py", ["--axis", "unlearn.alpha", "0.1"]),
+        ("ablate_alpha.py", []),
+        ("ablate_noise.py", []),
+        ("ablate_retain_size.py", []),
+        ("ablate_tasks.py", ["--checkpoint", "x.pt"]),
+    ],
+)
+def test_experiment_scripts_answer_bad_input_in_one_line(tmp_path, script, extra):
+    """The README's scripts handle bad input as ``raysweep`` does: one line naming it, exit status 2, no
+    traceback, nothing written."""
+    cfg = write_cfg(tmp_path)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / script), "--config", str(cfg), *extra, "unlearn.alhpa=1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert f"{script[:-3]}: config error: unknown config key" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_missing_checkpoint_is_one_line_in_ablate_tasks(tmp_path):
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "ablate_tasks.py"), "--config", str(write_cfg(tmp_path)),
+         "--checkpoint", str(tmp_path / "nope.pt")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 2 and "ablate_tasks: CheckpointError: --checkpoint" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -62,6 +62,8 @@ def test_bad_methods_and_seeds_fail_before_any_work(tiny_cfg):
         run_comparison(tiny_cfg, ["nope"])
     with pytest.raises(ConfigError, match="at least 1"):
         run_comparison(tiny_cfg, ["ours"], seeds=0)
+    with pytest.raises(ConfigError, match="more than once"):
+        run_comparison(tiny_cfg, ["ours", "max_loss", "ours"])
 
 
 def _res(tmp_path, runs: dict[str, list[tuple[float, float]]]):
