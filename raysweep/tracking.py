@@ -372,6 +372,12 @@ def log_study(uri: str, experiment: str, name: str, children: list[tuple[str, di
 
 def child_runs(uri: str, experiment: str, sweep: str | None = None) -> tuple[str, list[dict]]:
     """(parent run id, [{"trial", "params", "metrics"}]) of a sweep (the newest one when ``sweep`` is None)."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        # MLflow would create an empty store here; reading a sweep from it is a wrong results folder
+        raise ConfigError(
+            f"no MLflow store at {uri[len('sqlite:///') :]}: run a sweep first, or point tracking.results_dir (or "
+            "tracking.tracking_uri) at the one that holds it"
+        )
     client = _client(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:

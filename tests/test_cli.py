@@ -171,3 +171,10 @@ def test_a_missing_checkpoint_is_one_line_in_ablate_tasks(tmp_path):
     )  # fmt: skip
     assert res.returncode == 2 and "ablate_tasks: CheckpointError: --checkpoint" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_frontier_without_a_store_names_the_results_folder_and_creates_nothing(tmp_path, capsys):
+    code = main(["frontier", "--config", str(write_cfg(tmp_path))])
+    err = capsys.readouterr().err
+    assert code == 2 and "no MLflow store at" in err and "tracking.results_dir" in err
+    assert not (tmp_path / "results" / "mlflow.db").exists()
