@@ -83,10 +83,17 @@ def fmt_s(s: float) -> str:
     return f"{int(s // 60)} min {int(s % 60):02d} s"
 
 
-def main() -> int:
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers, e.g. 0,1,2") from None
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--families", default="mae")
-    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seeds", type=_int_list, default="0,1,2", help="pretraining seeds, e.g. 0,1,2")
     ap.add_argument("--splits", default="default,5-9,evens")
     ap.add_argument("--unlearn-seeds", type=int, default=1, help="unlearning seeds per cell (mean ± 95 %% CI)")
     ap.add_argument("--sweep", action="store_true", help="also time the README's first command from empty caches")
@@ -97,9 +104,9 @@ def main() -> int:
         nargs="*",
         help="key=value overrides passed to every command (e.g. for a quick check: data.images_per_class=200)",
     )
-    args = parse_args(ap)
+    args = parse_args(ap, argv)
     families = args.families.split(",")
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     splits = args.splits.split(",")
     bad = [f for f in families if f not in CONFIGS] + [s for s in splits if s not in SPLITS]
     if bad:

@@ -233,3 +233,18 @@ def test_step_flops_splits_an_eq10_step_into_student_teacher_and_backward(capsys
     assert main(["--batch", "2", "unlearn.method=max_loss"]) == 0
     out = capsys.readouterr().out
     assert "method max_loss" in out and "random masks" in out and "teacher" not in out
+
+
+def test_reproduce_refuses_bad_arguments_before_any_work(tmp_path, capsys):
+    from benchmarks.reproduce import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--seeds", "0,x", "--keep", str(tmp_path / "k")])
+    assert e.value.code == 2 and "not a comma-separated list of integers" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="unknown families / splits"):
+        main(["--families", "mae,nope", "--keep", str(tmp_path / "k")])
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    with pytest.raises(SystemExit, match="is not empty"):
+        main(["--keep", str(tmp_path / "full")])
+    assert not (tmp_path / "k").exists()
