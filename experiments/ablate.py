@@ -13,8 +13,8 @@ import sys
 import yaml
 
 from raysweep.ablation import run_ablation
-from raysweep.cli import parse_args, run_script
-from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, load_config
+from raysweep.cli import config_from_args, parse_args, run_script
+from raysweep.config import DEFAULT_CONFIG
 
 
 def main(default_axis: list[str] | None = None, doc: str = __doc__) -> None:
@@ -27,9 +27,7 @@ def main(default_axis: list[str] | None = None, doc: str = __doc__) -> None:
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parse_args(p)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    cfg = load_config(args.config, args.overrides)
-    if args.smoke_test:
-        cfg = cfg.replace(**SMOKE_TEST, smoke_test=True)
+    cfg = config_from_args(args)
     key, values = args.axis[0], [yaml.safe_load(v) for v in args.axis[1:]]
     ab = run_ablation(cfg, key, values, 1 if args.smoke_test else args.seeds, resume=args.resume)
     print(ab.files[0].read_text())

@@ -21,8 +21,8 @@ import logging
 import sys
 
 from raysweep.ablation import plot_lines, retain_size_studies, run_ablation
-from raysweep.cli import parse_args, run_script
-from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, load_config
+from raysweep.cli import config_from_args, parse_args, run_script
+from raysweep.config import DEFAULT_CONFIG
 from raysweep.tracking import umbrella_run
 
 
@@ -36,11 +36,8 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parse_args(p)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    cfg = load_config(args.config, args.overrides)
-    sizes = args.sizes
-    if args.smoke_test:  # the smallest and the largest size only
-        cfg = cfg.replace(**SMOKE_TEST, smoke_test=True)
-        sizes = [min(sizes), max(sizes)]
+    cfg = config_from_args(args)
+    sizes = [min(args.sizes), max(args.sizes)] if args.smoke_test else args.sizes  # smoke: the smallest and largest
     seeds = 1 if args.smoke_test else args.seeds
     studies = retain_size_studies(cfg, sizes)  # every config is built and checked before anything runs
     done = {kind: run_ablation(c, axis, values, seeds, resume=args.resume) for kind, c, axis, values in studies}

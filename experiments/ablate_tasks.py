@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from raysweep.ablation import plot_tasks, write_task_table
-from raysweep.cli import parse_args, run_script
-from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, load_config
+from raysweep.cli import config_from_args, parse_args, run_script
+from raysweep.config import DEFAULT_CONFIG
 from raysweep.evaluate import evaluate_checkpoint
 from raysweep.models.checkpoints import CheckpointError
 from raysweep.pretrain import ensure_models
@@ -47,9 +47,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     args = parse_args(p)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    cfg = load_config(args.config, args.overrides)
-    if args.smoke_test:
-        cfg = cfg.replace(**SMOKE_TEST, smoke_test=True)
+    cfg = config_from_args(args)
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
         raise CheckpointError(

@@ -14,9 +14,9 @@ import argparse
 import logging
 import sys
 
-from raysweep.cli import parse_args, run_script
+from raysweep.cli import config_from_args, parse_args, run_script
 from raysweep.compare import METHOD_ORDER, run_comparison
-from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, load_config
+from raysweep.config import DEFAULT_CONFIG
 
 
 def main() -> None:
@@ -28,10 +28,8 @@ def main() -> None:
     p.add_argument("--smoke-test", action="store_true", help="tiny sizes, one seed: checks the comparison in minutes")
     args = parse_args(p)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    cfgs = [load_config(path, args.overrides) for path in args.config or [DEFAULT_CONFIG]]  # all checked first
+    cfgs = [config_from_args(args, path) for path in args.config or [DEFAULT_CONFIG]]  # all checked first
     for cfg in cfgs:
-        if args.smoke_test:
-            cfg = cfg.replace(**SMOKE_TEST, smoke_test=True)
         res = run_comparison(cfg, args.methods, 1 if args.smoke_test else args.seeds)
         print(res.files[0].read_text())
         print(f"comparison folder: {res.folder}")

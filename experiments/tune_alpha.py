@@ -13,8 +13,8 @@ import argparse
 import logging
 import sys
 
-from raysweep.cli import parse_args, run_script
-from raysweep.config import DEFAULT_CONFIG, SMOKE_TEST, load_config
+from raysweep.cli import config_from_args, parse_args, run_script
+from raysweep.config import DEFAULT_CONFIG
 from raysweep.supervise import run_supervised, supervised
 from raysweep.tune import run_sweep
 
@@ -74,12 +74,10 @@ def main() -> int:
     configs = list(args.config or [])
     if args.families:
         configs += [f"{f.strip()}_fmnist" for f in args.families.split(",") if f.strip()]
-    cfgs = [load_config(path, args.overrides) for path in configs or [DEFAULT_CONFIG]]  # all checked before any study
+    cfgs = [config_from_args(args, path) for path in configs or [DEFAULT_CONFIG]]  # all checked before any study
     if args.ray_restarts > 0 and not supervised():  # the sweep runs in a child that is restarted if Ray dies under it
         return run_supervised([sys.executable, __file__, *sys.argv[1:]], args.ray_restarts, "--resume")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if args.smoke_test:
-        cfgs = [cfg.replace(**SMOKE_TEST, smoke_test=True) for cfg in cfgs]
     results = []
     for cfg in cfgs:  # one study per family
         results.append(run_sweep(cfg, resume=args.resume))

@@ -28,8 +28,10 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
     return args
 
 
-def _config(args: argparse.Namespace) -> Config:
-    cfg = load_config(args.config, args.overrides)
+def config_from_args(args: argparse.Namespace, path: str | None = None) -> Config:
+    """The config a command line names: ``path`` (default ``args.config``) with ``args.overrides``, at tiny sizes
+    under ``args.smoke_test``. Shared by ``raysweep`` and the ``experiments/`` scripts."""
+    cfg = load_config(path or args.config, args.overrides)
     if args.smoke_test:
         cfg = cfg.replace(**SMOKE_TEST, smoke_test=True)
     return cfg
@@ -59,7 +61,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from raysweep.pretrain import ensure_models
     from raysweep.quality import summary
 
-    cfg = _config(args)
+    cfg = config_from_args(args)
     models = ensure_models(cfg)
     orig = models.original
     print(f"original model: {orig or cfg.model.checkpoint}\nin-domain extractor: {models.extractor}")
@@ -73,7 +75,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_unlearn(args: argparse.Namespace) -> int:
     from raysweep.runner import unlearn
 
-    cfg = _config(args)
+    cfg = config_from_args(args)
     run_dir, metrics = unlearn(cfg)
     print(format_table(metrics))
     print(f"run folder: {run_dir} (metrics.json, samples.png, unlearned.pt)")
@@ -86,7 +88,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from raysweep.evaluate import evaluate_checkpoint
     from raysweep.models.checkpoints import CheckpointError
 
-    cfg = _config(args)
+    cfg = config_from_args(args)
     if not Path(args.checkpoint).is_file():
         raise CheckpointError(
             f"--checkpoint {args.checkpoint!r} is not a file; give a saved model (e.g. a run's unlearned.pt)"
@@ -106,7 +108,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from raysweep.tune import run_sweep
 
-    res = run_sweep(_config(args), resume=args.resume)
+    res = run_sweep(config_from_args(args), resume=args.resume)
     print(f"{res.name}: {len(res.points)} trials, {len(res.front)} on the front; plot {res.files[1]}")
     return 0
 
@@ -119,7 +121,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     from raysweep.paths import results_dir
     from raysweep.tracking import child_runs, tracking_uri
 
-    cfg = _config(args)
+    cfg = config_from_args(args)
     sweep = Path(args.sweep).name if args.sweep else None
     uri = tracking_uri(cfg)
     _, runs = child_runs(uri, args.experiment or cfg.tracking.experiment, sweep)
@@ -160,7 +162,7 @@ def cmd_relog(args: argparse.Namespace) -> int:
 
     from raysweep.tracking import check_reachable, relog, tracking_uri
 
-    cfg = _config(args)
+    cfg = config_from_args(args)
     folder = Path(args.sweep)
     if not folder.is_dir():
         raise ConfigError(f"--sweep {args.sweep!r} is not a folder; give a sweep folder (results/sweeps/<name>)")
@@ -174,7 +176,7 @@ def cmd_relog(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     from raysweep.tracking import serve_ui, tracking_uri
 
-    return serve_ui(tracking_uri(_config(args)), host=args.host, port=args.port)
+    return serve_ui(tracking_uri(config_from_args(args)), host=args.host, port=args.port)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -196,13 +198,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return gpu_main(["--steps", str(args.steps or 20)])
     from benchmarks.throughput import main as bench_main
 
-    return bench_main(_config(args), steps=args.steps or 60)
+    return bench_main(config_from_args(args), steps=args.steps or 60)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from raysweep.compare import run_comparison
 
-    cfg = _config(args)
+    cfg = config_from_args(args)
     res = run_comparison(cfg, args.methods, args.seeds)
     print(res.files[0].read_text())
     print(f"comparison folder: {res.folder} (table.md, table.csv, table-seeds.csv, samples.png, frontier.png)")
@@ -295,7 +297,7 @@ def main(argv: list[str] | None = None, supervise: bool = False) -> int:
             and args.command in SUPERVISED_COMMANDS
             and args.ray_restarts > 0
             and not sv.supervised()
-            and _config(args).resources.runtime == "ray"  # a bad config is refused here, before any child
+            and config_from_args(args).resources.runtime == "ray"  # a bad config is refused here, before any child
         ):
             resume = "--resume" if args.command == "sweep" else None
             return sv.run_supervised([sys.executable, "-m", "raysweep.cli", *argv], args.ray_restarts, resume)

@@ -100,13 +100,14 @@ def test_format_table():
 
 
 def test_commands_default_to_the_packaged_embedded_default_from_any_folder(tmp_path, monkeypatch):
-    from raysweep.cli import _config, build_parser
+    from raysweep.cli import build_parser, config_from_args
 
     monkeypatch.chdir(tmp_path)
     for cmd in ("unlearn", "pretrain", "sweep"):
-        cfg = _config(build_parser().parse_args([cmd, "--smoke-test"]))
+        cfg = config_from_args(build_parser().parse_args([cmd, "--smoke-test"]))
         assert cfg.name == "mae_fmnist" and cfg.smoke_test and cfg.model.family == "mae"
-    assert _config(build_parser().parse_args(["unlearn", "--config", "palette_fmnist"])).model.family == "palette"
+    cfg = config_from_args(build_parser().parse_args(["unlearn", "--config", "palette_fmnist"]))
+    assert cfg.model.family == "palette"
 
 
 def test_yaml_syntax_error_is_one_message(tmp_path, capsys):
