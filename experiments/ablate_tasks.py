@@ -16,13 +16,12 @@ and writes into tasks-smoke/ so that it never mixes with a full run's files.
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from raysweep.ablation import plot_tasks, write_task_table
 from raysweep.cli import config_from_args, parse_args, run_script
 from raysweep.config import DEFAULT_CONFIG
 from raysweep.evaluate import evaluate_checkpoint
-from raysweep.models.checkpoints import CheckpointError
+from raysweep.models.checkpoints import require_file
 from raysweep.pretrain import ensure_models
 from raysweep.tracking import check_reachable, log_study, tracking_uri
 
@@ -48,11 +47,7 @@ def main() -> None:
     args = parse_args(p)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     cfg = config_from_args(args)
-    ckpt = Path(args.checkpoint)
-    if not ckpt.is_file():
-        raise CheckpointError(
-            f"--checkpoint {str(ckpt)!r} is not a file; give a saved model (e.g. a run's unlearned.pt)"
-        )
+    ckpt = require_file(args.checkpoint)
     uri = tracking_uri(cfg)
     check_reachable(uri)  # before any scoring is spent
     tasks = list(dict.fromkeys(TASKS + [("center", r) for r in args.ratios]))

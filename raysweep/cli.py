@@ -86,13 +86,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from raysweep.evaluate import evaluate_checkpoint
-    from raysweep.models.checkpoints import CheckpointError
+    from raysweep.models.checkpoints import require_file
 
     cfg = config_from_args(args)
-    if not Path(args.checkpoint).is_file():
-        raise CheckpointError(
-            f"--checkpoint {args.checkpoint!r} is not a file; give a saved model (e.g. a run's unlearned.pt)"
-        )
+    require_file(args.checkpoint)
     out = (
         Path(args.out)
         if args.out

@@ -44,6 +44,11 @@ def tracking_uri(cfg: Config, multi_node: bool = False) -> str:
     return uri
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI; ``None`` for a server URI."""
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Reach the tracking store now, with a short timeout, before any compute is spent (MLflow's own client would
     retry for minutes). Raises :class:`ConfigError` naming the fix."""
@@ -61,8 +66,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                 "(e.g. `mlflow server --host 127.0.0.1 --port 5000`) or leave tracking.tracking_uri unset to use "
                 "the sqlite store in the results folder"
             ) from None
-    elif uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///") :])
+    elif (db := sqlite_path(uri)) is not None:
         if db.exists() and not db.is_file():
             raise ConfigError(f"the MLflow store {db} is not a file; point tracking.results_dir elsewhere")
 
@@ -80,9 +84,8 @@ def _experiment_id(client, name: str) -> str:
     if exp:
         return exp.experiment_id
     uri = client.tracking_uri if hasattr(client, "tracking_uri") else ""
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
+    db = sqlite_path(uri)
+    location = (db.parent / "mlartifacts").as_uri() if db is not None else None
     return client.create_experiment(name, artifact_location=location)
 
 
@@ -372,10 +375,11 @@ def log_study(uri: str, experiment: str, name: str, children: list[tuple[str, di
 
 def child_runs(uri: str, experiment: str, sweep: str | None = None) -> tuple[str, list[dict]]:
     """(parent run id, [{"trial", "params", "metrics"}]) of a sweep (the newest one when ``sweep`` is None)."""
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
         # MLflow would create an empty store here; reading a sweep from it is a wrong results folder
         raise ConfigError(
-            f"no MLflow store at {uri[len('sqlite:///') :]}: run a sweep first, or point tracking.results_dir (or "
+            f"no MLflow store at {db}: run a sweep first, or point tracking.results_dir (or "
             "tracking.tracking_uri) at the one that holds it"
         )
     client = _client(uri)

@@ -30,6 +30,13 @@ class CheckpointError(RuntimeError):
 _SHA_MEMO: dict[tuple, str] = {}
 
 
+def require_file(path: str | os.PathLike, flag: str = "--checkpoint") -> Path:
+    """``path`` as a Path, or :class:`CheckpointError` naming ``flag`` when it is not a file (before any work)."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{flag} {str(path)!r} is not a file; give a saved model (e.g. a run's unlearned.pt)")
+    return Path(path)
+
+
 def sha256(path: str | os.PathLike) -> str:
     """Content hash of a file (memoised per path, size and modification time: official files are large)."""
     st = os.stat(path)
