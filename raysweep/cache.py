@@ -59,10 +59,12 @@ PRODUCERS: dict[str, Producer] = {
     # ``train_masks`` option, default random = MAGE's own masks, and when ``train_masks: center`` joined it: the
     # same random streams for every existing setting, the same weights.)
     "original:mae": Producer(2, _PRETRAIN + ("raysweep.models.mae",), "e9e5cd6498add50f"),
+    # MAGE v3: task-mask pretraining steps (train_masks mixed / center) read the tokens of the hole-filled image, as
+    # generation does, not the whole image's (train_masks random: the same weights as v2; bumped all the same)
     "original:mage": Producer(
-        2,
+        3,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "088970b1fbf1075e",
+        "a0a44aa7d772d0ee",
     ),
     # (v3 kept through the stochastic samplers and the default sampler: they change only generation, never the weights;
     # and through the unlearning-only options frozen_input_blocks, unlearn_t_max, forget_context, noise_context_below,

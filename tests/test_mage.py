@@ -232,6 +232,34 @@ def test_pretrain_masks_random_is_mages_own_mixed_adds_the_tasks_center_the_eval
         tiny(train_masks="tasks")
 
 
+def test_task_mask_pretraining_reads_the_tokens_generation_reads():
+    """With an I2I task's masks the transformer pretrains on the tokens of the image whose hole is filled (what
+    ``generate`` tokenizes), not on the whole image's tokens: the VQ-GAN sees the fill beyond the 1-token margin, so
+    the two differ around the hole, and an original trained on the whole image's tokens meets unseen context at
+    evaluation. MAGE's own masks keep the whole image's tokens; the targets are the whole image's tokens always."""
+    from raysweep.models.mage import _filled
+
+    center = tiny(img_size=32, train_masks="center")
+    x = torch.rand(4, 3, 32, 32)
+    seen, got, encoder = {}, [], center.forward_encoder
+    center.forward_encoder = lambda ids, drop: got.append(ids.clone()) or encoder(ids, drop)  # records its input
+    for seed in range(12):
+        g = torch.Generator().manual_seed(seed)
+        ctx = mage.pretrain_masks(center, x, torch.Generator().manual_seed(seed))
+        got.clear()
+        mage.pretrain_loss(center, x, g)
+        task = bool(ctx.get("fill_hole", False))
+        source = _filled(x, ctx, center.pixel_mean) if task else x
+        want = center.with_class_token(center.vqgan.tokenize(source).masked_fill(ctx["masked"][:, 1:], -1))
+        want = want.masked_fill(want == -1, center.mask_token_label)
+        assert torch.equal(got[0], want), f"seed {seed}, task masks: {task}"
+        if task:  # the test can fail: the whole image's visible tokens differ from the filled image's
+            whole = center.vqgan.tokenize(x)[~ctx["masked"][:, 1:]]
+            assert not torch.equal(whole, center.vqgan.tokenize(source)[~ctx["masked"][:, 1:]])
+        seen[task] = True
+    assert seen == {True: True, False: True}  # both kinds of step ran
+
+
 def test_train_masks_decides_the_original():
     """``train_masks`` changes how the original is pretrained, so it is part of the original's cache key (and the
     default key is the one without the option)."""

@@ -483,13 +483,20 @@ def pretrain_loss(
     model: nn.Module, images: torch.Tensor, generator: torch.Generator | None = None, stage: str = "transformer"
 ) -> torch.Tensor:
     """Stage ``tokenizer``: VQ-GAN reconstruction; stage ``transformer``: MAGE's masked-token prediction
-    (label-smoothed CE 0.1 over the codebook, averaged over masked tokens)."""
+    (label-smoothed CE 0.1 over the codebook, averaged over masked tokens).
+
+    The input tokens are what :func:`generate` will see: MAGE's own masks hide tokens of the whole image; an I2I
+    task's masks (``train_masks`` mixed / center) hide the tokens of the image whose hole is filled with
+    ``pixel_mean``, as at evaluation. The VQ-GAN's receptive field reaches past the 1-token margin, so at 32 px about
+    two thirds of the visible tokens around a center hole of 1/2 differ between the two tokenizations (stop 50,
+    docs/results.md); the targets are always the whole image's tokens."""
     m = unwrap(model)
     if stage == "tokenizer":
         recon, vq_loss = model(images, {"stage": "tokenizer"})
         return tokenizer_loss(recon, images, vq_loss)
     target = m.vqgan.tokenize(images)  # [B, L]
-    ctx = {**pretrain_masks(m, images, generator), "ids": target}
+    masks = pretrain_masks(m, images, generator)
+    ctx = masks if masks.get("fill_hole", False) else {**masks, "ids": target}  # forward tokenizes the filled image
     _, logits = model(images, ctx, decode=True)
     logits = logits[:, 1:, : m.codebook_size]
     ce = F.cross_entropy(
