@@ -248,3 +248,26 @@ def test_reproduce_refuses_bad_arguments_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit, match="is not empty"):
         main(["--keep", str(tmp_path / "full")])
     assert not (tmp_path / "k").exists()
+
+
+def test_mage_tokens_measures_how_far_the_filled_context_is_from_the_whole_image(tmp_path, capsys):
+    """benchmarks/mage_tokens.py: the evaluated center hole of 1/2 masks 36 of 64 tokens at 32 px; the share of
+    visible tokens that the fill changes is a fraction, nonzero for a VQ-GAN whose receptive field passes the margin,
+    and zero when the 'fill' is the image itself. Bad input: another family's config, a missing original."""
+    from benchmarks.mage_tokens import context_mismatch, main
+    from raysweep.config import TaskConfig
+    from tests.test_mage import tiny
+
+    m = tiny(img_size=32).eval()
+    x = torch.rand(8, 3, 32, 32)
+    r = context_mismatch(m, x, TaskConfig("center", 0.5))
+    assert r["masked_tokens"] == 36.0 and r["tokens"] == 64 and 0.0 < r["visible_changed"] <= 1.0
+    flat = torch.full_like(x, 0.5)
+    m.pixel_mean = (0.5, 0.5, 0.5)  # filling a flat grey image with its own grey changes nothing
+    assert context_mismatch(m, flat, TaskConfig("center", 0.5))["visible_changed"] == 0.0
+    with pytest.raises(SystemExit):
+        main(["--config", "mae_fmnist"])
+    assert "this diagnostic is for MAGE" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--original", str(tmp_path / "missing.pt")])
+    assert "no cached original" in capsys.readouterr().err

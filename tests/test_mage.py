@@ -237,7 +237,7 @@ def test_task_mask_pretraining_reads_the_tokens_generation_reads():
     ``generate`` tokenizes), not on the whole image's tokens: the VQ-GAN sees the fill beyond the 1-token margin, so
     the two differ around the hole, and an original trained on the whole image's tokens meets unseen context at
     evaluation. MAGE's own masks keep the whole image's tokens; the targets are the whole image's tokens always."""
-    from raysweep.models.mage import _filled
+    from raysweep.models.mage import filled_images
 
     center = tiny(img_size=32, train_masks="center")
     x = torch.rand(4, 3, 32, 32)
@@ -249,7 +249,7 @@ def test_task_mask_pretraining_reads_the_tokens_generation_reads():
         got.clear()
         mage.pretrain_loss(center, x, g)
         task = bool(ctx.get("fill_hole", False))
-        source = _filled(x, ctx, center.pixel_mean) if task else x
+        source = filled_images(x, ctx, center.pixel_mean) if task else x
         want = center.with_class_token(center.vqgan.tokenize(source).masked_fill(ctx["masked"][:, 1:], -1))
         want = want.masked_fill(want == -1, center.mask_token_label)
         assert torch.equal(got[0], want), f"seed {seed}, task masks: {task}"

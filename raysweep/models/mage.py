@@ -252,7 +252,7 @@ class MaskedGenerativeEncoderViT(nn.Module):
         (frozen), masked by ``ctx`` and encoded; ``decode=True`` also returns the logits."""
         if ctx.get("stage") == "tokenizer":
             return self.vqgan(images)
-        ids = ctx["ids"] if "ids" in ctx else self.vqgan.tokenize(_filled(images, ctx, self.pixel_mean))  # [B, L]
+        ids = ctx["ids"] if "ids" in ctx else self.vqgan.tokenize(filled_images(images, ctx, self.pixel_mean))  # [B, L]
         ids = self.with_class_token(ids.masked_fill(ctx["masked"][:, 1:], self.mask_token_label))
         latent = self.forward_encoder(ids, ctx["drop"])
         return (latent, self.forward_decoder(latent, ctx["drop"], ctx["masked"])) if decode else latent
@@ -266,7 +266,7 @@ def _fill_untied(module, state, prefix, *args) -> None:
         state[key] = state[prefix + "token_emb.word_embeddings.weight"].clone()
 
 
-def _filled(images: torch.Tensor, ctx: dict, fill: tuple) -> torch.Tensor:
+def filled_images(images: torch.Tensor, ctx: dict, fill: tuple) -> torch.Tensor:
     """Task masks: the hole is filled with ``pixel_mean`` (ImageNet mean by default) before tokenization
     (official §4.1)."""
     if "mask" not in ctx or not ctx.get("fill_hole", False):
@@ -444,7 +444,7 @@ def generate(model: nn.Module, images: torch.Tensor, mask: torch.Tensor, seed: i
     masked = ctx["masked"][:, 1:]  # [B, L]
     n = masked.shape[1]
     gen = torch.Generator(device=images.device).manual_seed(seed)
-    ids = m.vqgan.tokenize(_filled(images, ctx, m.pixel_mean)).masked_fill(masked, m.mask_token_label)
+    ids = m.vqgan.tokenize(filled_images(images, ctx, m.pixel_mean)).masked_fill(masked, m.mask_token_label)
     rate = masked.float().mean(1)  # [B] masked fraction
     no_drop = torch.zeros(ids.shape[0], n + 1, dtype=torch.bool, device=ids.device)
     for step in range(m.decode_steps):
