@@ -93,12 +93,14 @@ def start_mlflow_server(store, port: int):
     import urllib.request
 
     store.mkdir(parents=True, exist_ok=True)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-         "--artifacts-destination", str(store / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    log = store / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+             "--artifacts-destination", str(store / "artifacts")],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
     deadline = time.time() + 120
     while True:
         try:
@@ -106,8 +108,12 @@ def start_mlflow_server(store, port: int):
             return server
         except OSError:
             if time.time() > deadline or server.poll() is not None:
+                code = server.poll()
                 server.kill()
-                raise RuntimeError("mlflow server did not start") from None
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(
+                    f"mlflow server on port {port} did not start within 120 s (exit code {code}); its log:\n{tail}"
+                ) from None
             time.sleep(1)
 
 
