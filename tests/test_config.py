@@ -26,6 +26,18 @@ def test_each_yaml_pins_the_optimiser_its_figures_were_measured_with(name, want)
     assert (u.optimizer, u.weight_decay, u.schedule, u.warmup_epochs, u.grad_clip) == want
 
 
+@pytest.mark.parametrize(
+    "name, want",  # the original each YAML's README figures were pretrained with (docs/deviations.md); change both
+    [("mae_fmnist", "center"), ("mage_fmnist", "random"), ("palette_fmnist", "mixed")],
+)
+def test_each_yaml_pins_the_pretraining_masks_its_figures_were_measured_with(name, want):
+    from raysweep.models import get_family, parse_options
+
+    cfg = load_config(name)
+    opts = parse_options(name, get_family(cfg.model.family).Options, cfg.model.options)  # YAML or field default
+    assert opts.train_masks == want
+
+
 def test_dotted_overrides_parse_as_yaml():
     cfg = load_config(DEFAULT, ["unlearn.alpha=0.5", "data.forget_classes=[1, 2]", "unlearn.noise=uniform"])
     assert cfg.unlearn.alpha == 0.5 and cfg.data.forget_classes == [1, 2] and cfg.unlearn.noise == "uniform"
