@@ -33,8 +33,8 @@ def test_each_yaml_pins_the_optimiser_its_figures_were_measured_with(name, want)
 def test_each_yaml_pins_the_pretraining_masks_its_figures_were_measured_with(name, want):
     from raysweep.models import get_family, parse_options
 
-    cfg = load_config(name)
-    opts = parse_options(name, get_family(cfg.model.family).Options, cfg.model.options)  # YAML or field default
+    m = load_config(name).model
+    opts = parse_options(m.family, get_family(m.family).Options, m.options)  # the YAML's value or the field default
     assert opts.train_masks == want
 
 
