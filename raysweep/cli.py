@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 
@@ -288,7 +287,8 @@ def main(argv: list[str] | None = None, supervise: bool = False) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(build_parser(), argv)
-    try:
+
+    def body() -> int:
         if (
             supervise
             and args.command in SUPERVISED_COMMANDS
@@ -298,21 +298,9 @@ def main(argv: list[str] | None = None, supervise: bool = False) -> int:
         ):
             resume = "--resume" if args.command == "sweep" else None
             return sv.run_supervised([sys.executable, "-m", "raysweep.cli", *argv], args.ray_restarts, resume)
-        if sv.supervised():
-            try:
-                return args.fn(args)
-            except sv.ray_system_errors() as e:
-                print(f"raysweep: Ray system error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-                sys.stdout.flush()
-                # now, without Ray's exit handlers: with its node gone they end the process with status 1, which
-                # the supervisor would take for an ordinary failure and not restart
-                os._exit(sv.RAY_DIED)
         return args.fn(args)
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:
-        code = report_bad_input(e)
-        if code is None:
-            raise
-        return code
+
+    return run_script(body, "raysweep")
 
 
 def report_bad_input(e: BaseException, prog: str = "raysweep") -> int | None:
@@ -335,15 +323,21 @@ def report_bad_input(e: BaseException, prog: str = "raysweep") -> int | None:
 
 
 def run_script(body, prog: str) -> int:
-    """An ``experiments/`` script's body, run with the ``raysweep`` command's handling of bad input
-    (:func:`report_bad_input`): ``sys.exit(run_script(main, "tune_alpha"))``."""
-    try:
-        return body() or 0
-    except Exception as e:
-        code = report_bad_input(e, prog)
-        if code is None:
-            raise
-        return code
+    """A command's or an ``experiments/`` script's body, run with the handling of bad input
+    (:func:`report_bad_input`): ``sys.exit(run_script(main, "tune_alpha"))``. In a supervised child
+    (:mod:`raysweep.supervise`) its exit status also tells the supervisor whether Ray died under it."""
+    from raysweep import supervise as sv
+
+    def answered() -> int:
+        try:
+            return body() or 0
+        except Exception as e:
+            code = report_bad_input(e, prog)
+            if code is None:
+                raise
+            return code
+
+    return sv.run_child(answered) if sv.supervised() else answered()
 
 
 if __name__ == "__main__":

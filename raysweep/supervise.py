@@ -6,8 +6,13 @@ the raylet with it in the wave-1 Palette run), the raylet exits and the driver's
 Python process with a native stack trace: no exception reaches Python, so the command cannot catch it itself.
 
 So the command runs as a small parent that starts the real work in a child process (the same command line, with
-``RAYSWEEP_SUPERVISED=1``). When the child ends the way a dying Ray ends it (killed by SIGABRT / SIGSEGV / SIGBUS,
-or exit :data:`RAY_DIED` after a Ray system error reached Python), the parent starts it again, up to
+``RAYSWEEP_SUPERVISED=1``). A dying Ray ends the child in one of three ways, by timing: Ray's native fatal handler
+kills it with SIGABRT (SIGSEGV / SIGBUS); Ray's core worker ``_Exit(1)``s it (``QuickExit``) the first time it
+talks to a raylet that is gone, silently, with no Python code run (CI saw this one: status 1, nothing printed);
+or a Ray system error reaches Python and :func:`run_child` exits :data:`RAY_DIED`. Since status 1 is also how
+Python ends on an uncaught exception, :func:`run_child` keeps the child's own failures apart: it prints their
+traceback and exits :data:`FAILED`, which the parent passes on to the user as status 1. When the child ends one of
+the three ways, the parent starts it again, up to
 ``--ray-restarts`` times: a fresh Ray, and the run resumes from what is on disk (cached originals, the Train
 checkpoint of the last finished epoch, ``unlearned.pt`` before evaluation, a sweep's finished trials via
 ``--resume``). Any other ending (success, a config error, a bug, Ctrl-C, SIGTERM / SIGKILL) is passed through
@@ -22,10 +27,13 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 
 ENV = "RAYSWEEP_SUPERVISED"
 RAY_DIED = 75  # EX_TEMPFAIL: the child saw a Ray system error (raylet / node / actor died) in Python
+RAY_QUICK_EXIT = 1  # Ray's core worker `QuickExit` (`_Exit(1)`): a failed call to a raylet whose process is gone
+FAILED = 70  # EX_SOFTWARE: the child's own failure (an exception, or status 1), reported to the user as status 1
 RESTART_SIGNALS = (signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS)  # how Ray's native fatal handler ends a process
 
 
@@ -34,8 +42,29 @@ def supervised() -> bool:
 
 
 def ray_died(returncode: int) -> bool:
-    """Did the child end the way a Ray cluster dying under it ends a process?"""
-    return returncode == RAY_DIED or (returncode < 0 and -returncode in {int(s) for s in RESTART_SIGNALS})
+    """Did the child (run through :func:`run_child`) end the way a Ray cluster dying under it ends a process?"""
+    if returncode in (RAY_DIED, RAY_QUICK_EXIT):
+        return True
+    return returncode < 0 and -returncode in {int(s) for s in RESTART_SIGNALS}
+
+
+def run_child(body: Callable[[], int]) -> int:
+    """The supervised child's side: ``body()``'s exit status, made unambiguous for :func:`run_supervised`. A Ray
+    system error reaching Python ends the process at once with :data:`RAY_DIED`; any other exception prints its
+    traceback and gives :data:`FAILED`, as does a status of 1, so that a status 1 the parent sees can only be Ray's
+    ``QuickExit``. Config errors and other bad input (status 2) pass through unchanged."""
+    try:
+        rc = body()
+    except ray_system_errors() as e:
+        print(f"raysweep: Ray system error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # now, without Ray's exit handlers: with its node gone they end the process with status 1 (QuickExit),
+        # which is restarted too, but only after they have waited on the dead raylet
+        os._exit(RAY_DIED)
+    except Exception:
+        traceback.print_exc()
+        return FAILED
+    return FAILED if rc == 1 else rc
 
 
 def ray_system_errors() -> tuple[type[BaseException], ...]:
@@ -70,6 +99,8 @@ def run_supervised(command: Sequence[str], restarts: int, resume_flag: str | Non
                     file=sys.stderr,
                     flush=True,
                 )
+            if rc == FAILED:
+                return 1
             return rc if rc >= 0 else 128 - rc
         print(
             f"raysweep: Ray's local cluster died under the run ({_how(rc)}); starting Ray again and resuming from "
@@ -84,6 +115,8 @@ def run_supervised(command: Sequence[str], restarts: int, resume_flag: str | Non
 def _how(rc: int) -> str:
     if rc < 0:
         return f"the process was killed by {signal.Signals(-rc).name}"
+    if rc == RAY_QUICK_EXIT:
+        return "Ray ended the process with status 1: its raylet was gone"
     return "a Ray system error"
 
 

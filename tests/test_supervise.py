@@ -1,13 +1,17 @@
 """The supervisor that restarts a raysweep command when Ray's local cluster dies under it (raysweep/supervise.py);
 the end-to-end case (Ray's dashboard agent killed mid-run) is in test_faults.py."""
 
+import os
 import signal
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from raysweep.supervise import ENV, RAY_DIED, ray_died, run_supervised
+from raysweep.supervise import ENV, FAILED, RAY_DIED, ray_died, run_child, run_supervised
 
+ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import os, signal, sys
 from pathlib import Path
@@ -34,8 +38,9 @@ def attempts(tmp_path) -> int:
 
 @pytest.mark.parametrize(
     "rc, restart",
-    [(0, False), (1, False), (2, False), (RAY_DIED, True), (-int(signal.SIGABRT), True), (-int(signal.SIGSEGV), True),
-     (-int(signal.SIGKILL), False), (-int(signal.SIGTERM), False), (-int(signal.SIGINT), False)],
+    [(0, False), (1, True), (2, False), (FAILED, False), (RAY_DIED, True), (-int(signal.SIGABRT), True),
+     (-int(signal.SIGSEGV), True), (-int(signal.SIGKILL), False), (-int(signal.SIGTERM), False),
+     (-int(signal.SIGINT), False)],
 )  # fmt: skip
 def test_only_a_dying_ray_counts_as_a_restartable_ending(rc, restart):
     assert ray_died(rc) is restart
@@ -57,6 +62,84 @@ def test_restarts_are_bounded_and_other_endings_pass_through(tmp_path, capsys):
     (tmp_path / "attempts").unlink()
     rc = run_supervised(child(tmp_path, "os.kill(os.getpid(), signal.SIGKILL)", 5), restarts=2)
     assert rc == 128 + signal.SIGKILL and attempts(tmp_path) == 1  # OOM killer / kill -9: not Ray's doing
+
+
+def test_the_childs_own_failures_are_kept_apart_from_rays_status_1(capsys):
+    """In the child, an exception (traceback printed) or a status of 1 becomes FAILED, so that status 1 is left to
+    Ray's QuickExit; bad input (2) and success pass through."""
+
+    def boom() -> int:
+        raise RuntimeError("a bug in the run")
+
+    assert run_child(boom) == FAILED
+    assert "RuntimeError: a bug in the run" in capsys.readouterr().err
+    assert [run_child(lambda rc=rc: rc) for rc in (0, 1, 2)] == [0, FAILED, 2]
+
+
+def test_a_ray_system_error_in_the_child_exits_ray_died(tmp_path):
+    body = "raise ray.exceptions.LocalRayletDiedError()"
+    script = f"import ray.exceptions\nfrom raysweep.supervise import run_child\nrun_child(lambda: exec({body!r}))\n"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == RAY_DIED, out.stderr[-2000:]
+    assert "Ray system error: LocalRayletDiedError" in out.stderr
+
+
+def test_a_silent_status_1_is_restarted_and_the_childs_own_failure_is_reported_as_1(tmp_path, capsys):
+    rc = run_supervised(child(tmp_path, "os._exit(1)", 1), restarts=1)  # Ray's QuickExit: nothing printed, status 1
+    assert rc == 0 and attempts(tmp_path) == 2
+    assert "its raylet was gone" in capsys.readouterr().err
+    (tmp_path / "attempts").unlink()
+    rc = run_supervised(child(tmp_path, f"sys.exit({FAILED})", 5), restarts=2)  # run_child's word for a failure
+    assert rc == 1 and attempts(tmp_path) == 1
+    assert "starting Ray again" not in capsys.readouterr().err
+
+
+RAYLET_GONE = """
+import os, signal, sys, time
+from pathlib import Path
+import ray
+from raysweep.cli import run_script
+
+marker = Path(sys.argv[1])
+n = int(marker.read_text()) if marker.exists() else 0
+marker.write_text(str(n + 1))
+
+
+def body():
+    if n == 0:  # the first attempt: its raylet dies under it, then the run asks Ray for something
+        ray.init(num_cpus=1, include_dashboard=False)
+        os.kill(ray._private.worker._global_node.all_processes["raylet"][0].process.pid, signal.SIGKILL)
+        time.sleep(2)
+        ray.get(ray.put(1))
+        Path(sys.argv[1] + ".survived").touch()  # never reached: Ray ends the process first
+    return 0
+
+
+sys.exit(run_script(body, "raylet-gone"))
+"""
+
+
+@pytest.mark.slow
+def test_a_driver_whose_raylet_died_ends_with_status_1_and_is_started_again(tmp_path, capsys):
+    """The ending CI met (the dashboard-agent test, stop 52): the raylet gone, the driver's next call to it makes
+    Ray's core worker ``_Exit(1)`` the process, with no exception and nothing printed. Checked against the Ray in use,
+    through the same ``run_script`` the commands use; the supervisor starts the run again."""
+    from tests.conftest import kill_ray, ray_env
+
+    script = tmp_path / "raylet_gone.py"
+    script.write_text(RAYLET_GONE)
+    env, ray_tmp = ray_env(tmp_path)
+    old = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_AUTH_MODE", "PYTHONPATH")}
+    os.environ.update(RAY_TMPDIR=env["RAY_TMPDIR"], RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT))
+    try:
+        rc = run_supervised([sys.executable, str(script), str(tmp_path / "attempts")], restarts=1)
+    finally:
+        kill_ray(ray_tmp)
+        for k, v in old.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    assert rc == 0 and attempts(tmp_path) == 2, capsys.readouterr().err[-3000:]
+    assert not (tmp_path / "attempts.survived").exists()
+    assert "Ray ended the process with status 1: its raylet was gone" in capsys.readouterr().err
 
 
 def test_the_console_script_supervises_only_ray_commands(tmp_path, monkeypatch):
