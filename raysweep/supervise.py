@@ -58,8 +58,8 @@ def run_child(body: Callable[[], int]) -> int:
     except ray_system_errors() as e:
         print(f"raysweep: Ray system error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         sys.stdout.flush()
-        # now, without Ray's exit handlers: with its node gone they end the process with status 1 (QuickExit),
-        # which is restarted too, but only after they have waited on the dead raylet
+        # now, without Ray's exit handlers: with its node gone they would end the process with status 1
+        # (QuickExit), restarted as well but with the cause printed above unconfirmed by the status
         os._exit(RAY_DIED)
     except Exception:
         traceback.print_exc()
