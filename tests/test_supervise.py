@@ -120,7 +120,7 @@ sys.exit(run_script(body, "raylet-gone"))
 
 
 @pytest.mark.slow
-def test_a_driver_whose_raylet_died_ends_with_status_1_and_is_started_again(tmp_path, capsys):
+def test_a_driver_whose_raylet_died_ends_with_status_1_and_is_started_again(tmp_path, capsys, monkeypatch):
     """The ending CI met (the dashboard-agent test, stop 52): the raylet gone, the driver's next call to it makes
     Ray's core worker ``_Exit(1)`` the process, with no exception and nothing printed. Checked against the Ray in use,
     through the same ``run_script`` the commands use; the supervisor starts the run again."""
@@ -129,14 +129,12 @@ def test_a_driver_whose_raylet_died_ends_with_status_1_and_is_started_again(tmp_
     script = tmp_path / "raylet_gone.py"
     script.write_text(RAYLET_GONE)
     env, ray_tmp = ray_env(tmp_path)
-    old = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_AUTH_MODE", "PYTHONPATH")}
-    os.environ.update(RAY_TMPDIR=env["RAY_TMPDIR"], RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT))
+    for k, v in {"RAY_TMPDIR": env["RAY_TMPDIR"], "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}.items():
+        monkeypatch.setenv(k, v)
     try:
         rc = run_supervised([sys.executable, str(script), str(tmp_path / "attempts")], restarts=1)
     finally:
         kill_ray(ray_tmp)
-        for k, v in old.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
     assert rc == 0 and attempts(tmp_path) == 2, capsys.readouterr().err[-3000:]
     assert not (tmp_path / "attempts.survived").exists()
     assert "Ray ended the process with status 1: its raylet was gone" in capsys.readouterr().err
@@ -167,7 +165,6 @@ def test_the_console_script_supervises_only_ray_commands(tmp_path, monkeypatch):
 def test_a_stop_signal_to_the_supervisor_is_never_answered_by_a_restart(tmp_path, capsys):
     """SIGTERM sent to the supervisor: the child gets it; if the child then dies the way a dying Ray ends it
     (SIGABRT, as Ray's native handler does when the signal lands mid-step), the run is not started again."""
-    import os
     import threading
 
     # the first attempt waits for the SIGTERM and aborts on it; a restarted one would exit 0 (and fail below)
