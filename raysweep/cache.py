@@ -64,7 +64,7 @@ PRODUCERS: dict[str, Producer] = {
     "original:mage": Producer(
         3,
         _PRETRAIN + ("raysweep.models.mage", "raysweep.models.vqgan", "raysweep.models.mae:init_vit_layout"),
-        "461f73b5f9931f9e",
+        "00a1781454b370a0",
     ),
     # (v3 kept through the stochastic samplers and the default sampler: they change only generation, never the weights;
     # and through the unlearning-only options frozen_input_blocks, unlearn_t_max, forget_context, noise_context_below,

@@ -10,6 +10,7 @@ from raysweep.config import ModelConfig, TaskConfig
 from raysweep.data.masks import task_mask
 from raysweep.models import get_family
 from raysweep.models.checkpoints import CheckpointError
+from tests.conftest import TINY_MAGE
 from tests.test_checkpoints import vit_block_shapes
 
 mage = get_family("mage")
@@ -158,19 +159,7 @@ def test_official_mage_errors(official_files, tmp_path):
         mage.build(ModelConfig(family="mage", preset="tiny", checkpoint=str(tmp_path / "mage-vitb-1600.pth")))
 
 
-TINY = {
-    "img_size": 16,
-    "embed_dim": 32,
-    "depth": 1,
-    "num_heads": 2,
-    "decoder_embed_dim": 32,
-    "decoder_depth": 1,
-    "decoder_num_heads": 2,
-    "tok_ch": 8,
-    "tok_z_channels": 8,
-    "tok_n_embed": 16,
-    "tok_num_res_blocks": 1,
-}
+TINY = TINY_MAGE  # the shared tiny MAGE (tests/conftest.py)
 
 
 def tiny(**opts):

@@ -95,14 +95,7 @@ def official_palette_state() -> dict[str, torch.Tensor]:
     )
     g = torch.Generator().manual_seed(0)
     out = {k: torch.randn(s, generator=g) * 0.02 for k, s in sd.items()}
-    for k in (
-        "gammas",
-        "sqrt_recip_gammas",
-        "sqrt_recipm1_gammas",
-        "posterior_log_variance_clipped",
-        "posterior_mean_coef1",
-        "posterior_mean_coef2",
-    ):
+    for k in palette.BUFFERS:
         out[k] = torch.rand(2000, generator=g) * 0.5 + 0.25
     return out
 

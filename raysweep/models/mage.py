@@ -48,7 +48,7 @@ from raysweep.models.family import (
     unlearn_only,
     unwrap,
 )
-from raysweep.models.mae import ViTOverrides, init_vit_layout
+from raysweep.models.mae import IMAGENET_MEAN, IMAGENET_STD, ViTOverrides, init_vit_layout
 from raysweep.models.mae import forget_input as _mae_forget_input
 from raysweep.models.vqgan import PRESETS as VQ_PRESETS
 from raysweep.models.vqgan import VQGAN, tokenizer_loss
@@ -69,7 +69,6 @@ PRESETS = {
         decoder_num_heads=16,
     ),
 }
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
