@@ -159,12 +159,9 @@ def test_official_mage_errors(official_files, tmp_path):
         mage.build(ModelConfig(family="mage", preset="tiny", checkpoint=str(tmp_path / "mage-vitb-1600.pth")))
 
 
-TINY = TINY_MAGE  # the shared tiny MAGE (tests/conftest.py)
-
-
 def tiny(**opts):
     torch.manual_seed(0)
-    return mage.build(ModelConfig(family="mage", preset="tiny", options={**TINY, **opts}))
+    return mage.build(ModelConfig(family="mage", preset="tiny", options={**TINY_MAGE, **opts}))
 
 
 def test_training_masks_follow_mage():
@@ -288,7 +285,7 @@ def test_unlearning_moves_decoder_logits_only_when_tied(untie, tiny_cfg):
     from raysweep.train import LocalHooks, fit
 
     cfg = tiny_cfg.replace(
-        **{"model.family": "mage", "model.options": {**TINY, "untie_decoder": untie}, "unlearn.lr": 1e-2}
+        **{"model.family": "mage", "model.options": {**TINY_MAGE, "untie_decoder": untie}, "unlearn.lr": 1e-2}
     )
     orig = str(tiny_cfg.tracking.results_dir) + "/orig.pt"
     for stage in ("tokenizer", "transformer"):
@@ -314,7 +311,7 @@ def test_unknown_mage_option():
     with pytest.raises(ValueError, match="valid options"):
         mage.build(ModelConfig(family="mage", options={"mask_ratio": 0.5}))
     with pytest.raises(ValueError, match="mask ratios"):
-        mage.build(ModelConfig(family="mage", options={**TINY, "mask_ratio_min": 0.0}))
+        mage.build(ModelConfig(family="mage", options={**TINY_MAGE, "mask_ratio_min": 0.0}))
 
 
 def test_untied_state_dict_round_trip():
